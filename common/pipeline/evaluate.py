@@ -1,0 +1,54 @@
+"""`make eval app=NAME [ckpt=PATH]`: test a checkpoint (default: the latest run's) and print its metrics.
+
+python -m common.pipeline.evaluate app=scgc
+python -m common.pipeline.evaluate app=scgc ckpt=runs/scgc/<time>/checkpoints/last.ckpt data.dataset=digits_knn
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from common.pipeline.build import build_datamodule, build_model, build_module
+from common.pipeline.checkpoint_config import load_run
+from common.pipeline.checkpoints import AtomicCheckpointIO
+from common.pipeline.files import write_json
+from common.pipeline.runs import CONFIG_DIR, device_name, launch, resolve_checkpoint, user_errors, versions
+from common.pipeline.safety import safe_instantiate
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    ckpt = resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt, which=cfg.get("test_ckpt", "best"))
+    _, run_cfg = load_run(ckpt, cfg)
+    datamodule = build_datamodule(run_cfg, stage="test")
+    module = build_module(run_cfg, build_model(run_cfg.model))
+    trainer = safe_instantiate(
+        cfg.trainer, section="trainer", logger=False, plugins=[AtomicCheckpointIO()], max_epochs=1
+    )
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+    test = {k.removeprefix("test/"): float(v) for k, v in sorted(results[0].items()) if k.startswith("test/")}
+    metrics = {
+        "app": cfg.app_name,
+        "checkpoint": str(ckpt),
+        "dataset": getattr(datamodule, "dataset_name", None),
+        "test": test,
+        "device": device_name(),
+        "versions": versions(),
+    }
+    out = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+    write_json(out, metrics)
+    print(f"\ncheckpoint: {ckpt}\ntest: {test}\nwritten: {out}", flush=True)
+    return metrics
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="eval")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    launch(main)

@@ -1,0 +1,151 @@
+"""`make export app=NAME [ckpt=PATH] [out=DIR]`: the export folder, and `load(dir)` to rebuild its model.
+
+An export folder holds `model.safetensors` (weights), `model.yaml` (the model config that rebuilds the
+module), `export.json` (app, metrics, dataset, input/output spec, versions, commit, graph format),
+`README.md` (a model card) and a portable graph: `model.onnx` checked against PyTorch with
+onnxruntime, or `model.pt2` from torch.export when ONNX export fails (export.json says why).
+Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+from common.errors import ManyheadsError, UnsafeFileError
+from common.pipeline.build import build_model
+from common.pipeline.checkpoint_config import load_run, model_state
+from common.pipeline.files import atomic_dir
+from common.pipeline.model_card import write_model_card
+from common.pipeline.runs import CONFIG_DIR, launch, resolve_checkpoint, user_errors, versions
+from common.pipeline.safety import EXPORT_TARGETS, check_targets
+
+ONNX_RTOL, ONNX_ATOL = 1e-4, 1e-5  # fp32 graph vs eager PyTorch
+
+
+def _as_tuple(out) -> tuple[torch.Tensor, ...]:
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _dynamic_shapes(spec: dict) -> dict:
+    """torch.export dynamic dims from the spec's string dims (e.g. "N")."""
+    dims = {}
+    shapes = {}
+    for name, io in spec["inputs"].items():
+        shapes[name] = {
+            i: dims.setdefault(d, torch.export.Dim(d, min=2)) for i, d in enumerate(io["shape"]) if isinstance(d, str)
+        } or None
+    return shapes
+
+
+def export_onnx(model, inputs: tuple, spec: dict, path: Path) -> dict:
+    """Write `model.onnx` and check it with onnxruntime against eager PyTorch on `inputs`."""
+    import onnxruntime as ort
+
+    torch.onnx.export(
+        model,
+        inputs,
+        str(path),
+        input_names=list(spec["inputs"]),
+        output_names=list(spec["outputs"]),
+        dynamic_shapes=_dynamic_shapes(spec),
+        dynamo=True,
+        external_data=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {name: t.numpy() for name, t in zip(spec["inputs"], inputs)}
+    got = session.run(None, feeds)
+    with torch.no_grad():
+        want = [t.numpy() for t in _as_tuple(model(*inputs))]
+    max_diff = 0.0
+    for name, g, w in zip(spec["outputs"], got, want):
+        if g.shape != w.shape or not np.allclose(g, w, rtol=ONNX_RTOL, atol=ONNX_ATOL):
+            raise RuntimeError(f"onnxruntime output {name!r} differs from PyTorch beyond rtol={ONNX_RTOL}")
+        max_diff = max(max_diff, float(np.abs(g - w).max()))
+    return {"format": "onnx", "file": "model.onnx", "checked_with": "onnxruntime", "max_abs_diff": max_diff}
+
+
+def export_pt2(model, inputs: tuple, spec: dict, path: Path) -> dict:
+    program = torch.export.export(model, inputs, dynamic_shapes=_dynamic_shapes(spec))
+    torch.export.save(program, str(path))
+    return {"format": "pt2", "file": "model.pt2"}
+
+
+def export(ckpt: Path, out: Path) -> Path:
+    """Write the export folder for checkpoint `ckpt` to `out` (atomically, as a whole)."""
+    checkpoint, run_cfg = load_run(ckpt)
+    model = build_model(run_cfg.model)
+    state = model_state(checkpoint)
+    model.load_state_dict(state)
+    model.eval()
+    spec = model.export_spec()
+    inputs = model.example_inputs()
+
+    run_metrics_file = ckpt.parent.parent / "metrics.json"
+    run_metrics = json.loads(run_metrics_file.read_text()) if run_metrics_file.is_file() else {}
+    with atomic_dir(out) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        (tmp / "model.yaml").write_text(OmegaConf.to_yaml(run_cfg.model))
+        try:
+            graph = export_onnx(model, inputs, spec, tmp / "model.onnx")
+        except Exception as exc:  # any ONNX failure falls back to torch.export, and says why
+            (tmp / "model.onnx").unlink(missing_ok=True)
+            why = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1][:500]
+            graph = export_pt2(model, inputs, spec, tmp / "model.pt2") | {"why_not_onnx": why}
+        info = {
+            "app": run_cfg.app_name,
+            "dataset": run_metrics.get("dataset"),
+            "data_card": getattr(_datamodule_class(run_cfg), "DATASETS", {}).get(run_metrics.get("dataset")),
+            "metrics": {k: run_metrics.get(k) for k in ("val", "test", "monitor") if k in run_metrics},
+            "checkpoint": str(ckpt),
+            "spec": spec,
+            "graph": graph,
+            "versions": versions(),
+        }
+        (tmp / "export.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        write_model_card(tmp, info, run_cfg)
+    return out
+
+
+def _datamodule_class(run_cfg: DictConfig):
+    from hydra.utils import get_class
+
+    return get_class(run_cfg.data._target_) if str(run_cfg.data._target_).startswith(EXPORT_TARGETS) else None
+
+
+def load(export_dir: str | Path) -> torch.nn.Module:
+    """Rebuild the model of an export folder from `model.yaml` and `model.safetensors`; never unpickles."""
+    export_dir = Path(export_dir)
+    yaml_file, weights = export_dir / "model.yaml", export_dir / "model.safetensors"
+    for f in (yaml_file, weights):
+        if not f.is_file():
+            raise ManyheadsError(f"not an export folder: {f} is missing (make one with `make export`)")
+    model_cfg = yaml.safe_load(yaml_file.read_text())
+    if not isinstance(model_cfg, dict) or "_target_" not in model_cfg:
+        raise UnsafeFileError(f"{yaml_file}: expected a mapping with a _target_ naming the model class")
+    check_targets(model_cfg, EXPORT_TARGETS, str(yaml_file))
+    model = build_model(OmegaConf.create(model_cfg), source=str(yaml_file))
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="export")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    ckpt = resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt, which=cfg.get("test_ckpt", "best"))
+    out = Path(cfg.out or Path(cfg.paths.exports_dir) / cfg.app_name)
+    export(ckpt, out)
+    info = json.loads((out / "export.json").read_text())
+    print(f"\nexported {ckpt}\n  to {out}  (graph: {info['graph']['format']})", flush=True)
+
+
+if __name__ == "__main__":
+    launch(main)

@@ -1,0 +1,110 @@
+"""Run folders, app discovery and the small facts every entry point shares."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from common.errors import ManyheadsError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = str(REPO_ROOT / "configs")
+TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"
+
+
+def known_apps() -> list[str]:
+    return sorted(p.stem for p in (REPO_ROOT / "configs" / "app").glob("*.yaml"))
+
+
+def run_dir_for(runs_dir: str, app: str, ckpt_path: str | None) -> str:
+    """Hydra's run dir: the resumed run's own folder when resuming, else a new timestamped one."""
+    app_runs = Path(runs_dir) / app
+    if ckpt_path == "last" and (app_runs / "latest").exists():
+        return str((app_runs / "latest").resolve())
+    if ckpt_path not in (None, "last") and Path(ckpt_path).parent.name == "checkpoints":
+        return str(Path(ckpt_path).resolve().parent.parent)
+    stamp = datetime.now().strftime(TIME_FORMAT)
+    candidate, n = app_runs / stamp, 1
+    while candidate.exists():  # two runs in one second (tests, scripts)
+        candidate, n = app_runs / f"{stamp}_{n}", n + 1
+    return str(candidate)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_resolver("run_dir", run_dir_for, use_cache=True)
+
+
+def resolve_checkpoint(runs_dir: str, app: str, ckpt, which: str = "best") -> Path:
+    """`ckpt` as given, or `runs/<app>/latest/checkpoints/<which>.ckpt`; a clear error when absent."""
+    if ckpt not in (None, "last", "best"):
+        path = Path(ckpt)
+    else:
+        path = Path(runs_dir) / app / "latest" / "checkpoints" / f"{ckpt or which}.ckpt"
+    if not path.is_file():
+        raise ManyheadsError(
+            f"checkpoint not found: {path}\n  train first (make train app={app}) or pass ckpt=PATH to a .ckpt file"
+        )
+    return path
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    import hydra
+    import lightning
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "hydra": hydra.__version__,
+        "git_commit": git_commit(),
+    }
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Print a ManyheadsError as one clean message and exit with status 2 (no stack trace)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ManyheadsError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def launch(main: Callable[[], None]) -> None:
+    """Run a Hydra entry point, first refusing an unknown `app=` with the list of apps."""
+    apps = known_apps()
+    for arg in sys.argv[1:]:
+        name = arg.split("=", 1)[1] if arg.startswith("app=") else None
+        if name is not None and name not in apps and not any(c in name for c in ",*()"):  # choice()/glob sweeps
+            print(f"error: unknown app {name!r}; the apps are: {', '.join(apps)}", file=sys.stderr, flush=True)
+            raise SystemExit(2)
+    main()

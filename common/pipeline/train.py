@@ -1,0 +1,130 @@
+"""`make train app=NAME`: train an app, write its run folder, return the sweep objective.
+
+python -m common.pipeline.train app=scgc model.variant=scgc_star
+python -m common.pipeline.train app=scgc ckpt_path=last          # resume the latest run where it stopped
+python -m common.pipeline.train -m app=scgc sweep=scgc           # Optuna sweep
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from common.errors import ConfigError
+from common.pipeline.build import build_datamodule, build_model, build_module
+from common.pipeline.callbacks import StoreRunConfig
+from common.pipeline.checkpoints import AtomicCheckpointIO
+from common.pipeline.files import point_link, write_json
+from common.pipeline.runs import (
+    CONFIG_DIR,
+    device_name,
+    launch,
+    register_resolvers,
+    resolve_checkpoint,
+    user_errors,
+    versions,
+)
+from common.pipeline.safety import safe_instantiate
+
+register_resolvers()
+
+
+def _instantiate_group(group: DictConfig | None, section: str) -> list:
+    if not group:
+        return []
+    return [safe_instantiate(c, section=f"{section}.{k}") for k, c in group.items() if c and "_target_" in c]
+
+
+def _prefixed(metrics: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, test and write `metrics.json`; returns the metrics dict."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.monitor.mode not in ("min", "max"):
+        raise ConfigError("monitor.mode", cfg.monitor.mode, "one of ['max', 'min']")
+    if cfg.test_ckpt not in ("best", "last"):
+        raise ConfigError("test_ckpt", cfg.test_ckpt, "one of ['best', 'last']")
+    ckpt_path = None
+    if cfg.ckpt_path is not None:
+        ckpt_path = resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt_path, which="last")
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg.model)
+    module = build_module(cfg, model)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved)]
+    loggers = _instantiate_group(cfg.logger, "logger")
+    trainer: L.Trainer = safe_instantiate(
+        cfg.trainer,
+        section="trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
+    )
+    if trainer.is_global_zero:
+        OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+        if HydraConfig.get().mode == RunMode.RUN:
+            point_link(Path(cfg.paths.runs_dir) / cfg.app_name / "latest", run_dir)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - start
+    val = _prefixed(trainer.callback_metrics, "val/")
+
+    test = {}
+    if cfg.test:
+        ckpt_cb = trainer.checkpoint_callback
+        test_ckpt = ckpt_cb.best_model_path if cfg.test_ckpt == "best" else ckpt_cb.last_model_path
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
+        test = _prefixed(results[0] if results else {}, "test/")
+
+    best = trainer.checkpoint_callback.best_model_score
+    metrics = {
+        "app": cfg.app_name,
+        "dataset": getattr(datamodule, "dataset_name", None),
+        "monitor": {"name": cfg.monitor.name, "mode": cfg.monitor.mode, "best": None if best is None else float(best)},
+        "val": val,
+        "test": test,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "train_seconds": round(train_seconds, 3),
+        "device": device_name(),
+        "versions": versions(),
+    }
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        print(f"\nrun folder: {run_dir}")
+        print(f"val:  {val}\ntest: {test}", flush=True)
+    return metrics
+
+
+def objective(cfg: DictConfig, metrics: dict) -> float | None:
+    """The value an Optuna sweep optimises: `optimized_metric` as `val/<name>` or `test/<name>`."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    split, _, key = name.partition("/")
+    if split not in ("val", "test") or key not in metrics.get(split, {}):
+        raise ConfigError("optimized_metric", name, f"val/<metric> or test/<metric> among {metrics.get(split)}")
+    return metrics[split][key]
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train")
+@user_errors
+def main(cfg: DictConfig) -> float | None:
+    return objective(cfg, train(cfg))
+
+
+if __name__ == "__main__":
+    launch(main)

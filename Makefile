@@ -34,7 +34,7 @@ export: setup ## make export app=NAME [ckpt=PATH] [out=DIR]: write the export fo
 	$(PY) -m common.pipeline.export $(if $(app),app=$(app)) $(if $(ckpt),ckpt=$(ckpt)) $(if $(out),out=$(out)) $(ARGS)
 
 predict: setup ## make predict app=NAME input=PATH [export=DIR]: run an export on a file
-	$(PY) -m common.pipeline.predict $(if $(app),app=$(app)) $(if $(input),input=$(input)) $(if $(export),export=$(export)) $(ARGS)
+	$(PY) -m common.pipeline.predict $(if $(app),app=$(app)) $(if $(input),input=$(input)) $(if $(export),export_dir=$(export)) $(ARGS)
 
 sweep: setup ## make sweep app=NAME [ARGS=...]: Optuna sweep over configs/sweep/NAME.yaml
 	$(PY) -m common.pipeline.train -m $(if $(app),app=$(app) sweep=$(app)) $(ARGS)

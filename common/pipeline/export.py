@@ -46,7 +46,7 @@ def _dynamic_shapes(spec: dict) -> dict:
     return shapes
 
 
-def export_onnx(model, inputs: tuple, spec: dict, path: Path) -> dict:
+def export_onnx(model, inputs: tuple, spec: dict, path: Path, opset: int | None = None) -> dict:
     """Write `model.onnx` and check it with onnxruntime against eager PyTorch on `inputs`."""
     import onnxruntime as ort
 
@@ -59,6 +59,7 @@ def export_onnx(model, inputs: tuple, spec: dict, path: Path) -> dict:
         dynamic_shapes=_dynamic_shapes(spec),
         dynamo=True,
         external_data=False,
+        opset_version=opset,
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {name: t.numpy() for name, t in zip(spec["inputs"], inputs)}
@@ -95,7 +96,7 @@ def export(ckpt: Path, out: Path) -> Path:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         (tmp / "model.yaml").write_text(OmegaConf.to_yaml(run_cfg.model))
         try:
-            graph = export_onnx(model, inputs, spec, tmp / "model.onnx")
+            graph = export_onnx(model, inputs, spec, tmp / "model.onnx", opset=run_cfg.get("export", {}).get("opset"))
         except Exception as exc:  # any ONNX failure falls back to torch.export, and says why
             (tmp / "model.onnx").unlink(missing_ok=True)
             why = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1][:500]

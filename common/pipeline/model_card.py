@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -43,9 +42,13 @@ def write_model_card(folder: Path, info: dict, run_cfg: DictConfig) -> Path:
         "- `export.json`: app, metrics, dataset, input/output spec, versions, commit.",
         "",
         "## Inputs and outputs",
-        "```json",
-        json.dumps(info["spec"], indent=2),
-        "```",
+        "| name | role | shape | dtype |",
+        "| --- | --- | --- | --- |",
+        *[
+            f"| {name} | {role[:-1]} | [{', '.join(map(str, io['shape']))}] | {io['dtype']} |"
+            for role in ("inputs", "outputs")
+            for name, io in info["spec"][role].items()
+        ],
         "",
         "## Metrics of the run",
     ]

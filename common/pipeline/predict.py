@@ -1,4 +1,4 @@
-"""`make predict app=NAME input=PATH [export=DIR]`: run an export folder on a user's file.
+"""`make predict app=NAME input=PATH [export=DIR]` (`export_dir=DIR` here): run an export folder on a user's file.
 
 Needs only the export folder (no checkpoint, no training config): the model is rebuilt from
 `model.yaml` + `model.safetensors`, and the app's `predict.py` reads the file and writes the result.
@@ -39,7 +39,7 @@ def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path)
 @hydra.main(config_path=CONFIG_DIR, config_name="predict")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    export_dir = cfg.export or Path(cfg.paths.exports_dir) / cfg.app_name
+    export_dir = cfg.export_dir or Path(cfg.paths.exports_dir) / cfg.app_name
     out_dir = cfg.out or HydraConfig.get().runtime.output_dir
     written = predict(export_dir, cfg.input, out_dir)
     print("\nwritten:")

@@ -41,7 +41,9 @@ def safe_instantiate(cfg, *, section: str, allowed: tuple[str, ...] = TRAIN_TARG
     check_targets(cfg, allowed, source)
     try:
         return instantiate(cfg, _execution_whitelist_=[f"{p}*" for p in allowed], **kwargs)
-    except InstantiationException as exc:
+    except ConfigError as exc:
+        raise exc.within(section) from None
+    except InstantiationException as exc:  # Hydra may wrap the target's own exception
         cause = exc.__cause__
         while cause is not None and not isinstance(cause, ManyheadsError):
             cause = cause.__cause__

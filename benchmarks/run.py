@@ -1,0 +1,28 @@
+"""`make bench`: run the benchmarks; each writes JSON (and a markdown table) under benchmarks/results/.
+
+python -m benchmarks.run              # all of them
+python -m benchmarks.run attention    # one
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "attention": "benchmarks.attention_bench",
+}
+
+
+def main(argv: list[str]) -> None:
+    names = argv or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"error: unknown benchmark(s) {unknown}; the benchmarks are: {', '.join(BENCHMARKS)}")
+    for name in names:
+        print(f"== {name}", flush=True)
+        importlib.import_module(BENCHMARKS[name]).main()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -10,6 +10,7 @@ import importlib
 import sys
 
 BENCHMARKS = {
+    "scgc_speed": "benchmarks.scgc_speed",
     "attention": "benchmarks.attention_bench",
 }
 

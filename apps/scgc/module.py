@@ -1,0 +1,260 @@
+"""SCGCModule: pre-training, KMeans centre initialisation, and SCGC / SCGC* self-supervised training.
+
+Loss per step (on a batch of nodes B; the full graph by default):
+
+    SCGC : beta * KL(p || q) + alpha * L_NC(z, T) + MSE(decode(z), x)     T = Â^r
+    SCGC*: beta * KL(p || q) + alpha * L_NC(z, T)                         T = Â + ... + Â^r (IAC)
+
+- p (DEC's target distribution) is refreshed once per epoch from a pass over all nodes, before the
+  first update of the epoch (in full-batch mode that pass *is* the training forward, as the weights
+  have not moved yet). It is kept in the buffer `p` and saved in checkpoints.
+- Before the first epoch (`on_fit_start`), unless the `centres_initialised` buffer says it is done
+  (restored from a checkpoint), the autoencoder is pre-trained on reconstruction MSE (SCGC* uses a
+  temporary decoder, dropped afterwards) and KMeans on z initialises the centres `mu`. The official
+  code loads SDCN's pre-trained `.pkl` instead; here the pre-training is part of the run.
+- Validation and test cluster every node (argmax q) and log ACC/NMI/ARI/F1 against the labels.
+  `val/<metric>_max_over_epochs` is the official code's reported number (the best epoch chosen with
+  the labels); the honest number is the final epoch's (`test/<metric>` with `test_ckpt: last`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+
+from apps.scgc.losses import (
+    kl_loss,
+    minibatch_contrastive_loss,
+    neighbour_contrastive_loss,
+    target_block,
+    target_distribution,
+    to_torch_sparse,
+)
+from apps.scgc.metrics import clustering_metrics
+from apps.scgc.model import SCGC, build_decoder
+from common.errors import ConfigError, check_range
+
+METRICS = ("acc", "nmi", "ari", "f1")
+DENSE_MAX_NODES = 8192  # full-batch target as a dense N×N tensor up to this size (faster), else torch sparse
+
+
+class SCGCModule(L.LightningModule):
+    def __init__(
+        self,
+        model: SCGC,
+        optimizer,
+        scheduler=None,
+        alpha: float = 1.0,
+        beta: float = 0.1,
+        order: int = 2,
+        tau: float = 1.0,
+        influence: bool | None = None,
+        pretrain_epochs: int = 30,
+        pretrain_lr: float = 1e-3,
+        pretrain_batch_size: int = 256,
+        kmeans_n_init: int = 20,
+        seed: int = 42,
+    ):
+        super().__init__()
+        check_range("alpha", alpha, 0.0)
+        check_range("beta", beta, 0.0)
+        check_range("order", order, 1)
+        if int(order) != order:
+            raise ConfigError("order", order, "an integer >= 1")
+        check_range("tau", tau, 0.0, low_inclusive=False)
+        if influence not in (None, True, False):
+            raise ConfigError("influence", influence, "true, false or null (null: true for SCGC*, false for SCGC)")
+        check_range("pretrain_epochs", pretrain_epochs, 0)
+        check_range("pretrain_lr", pretrain_lr, 0.0, low_inclusive=False)
+        check_range("pretrain_batch_size", pretrain_batch_size, 1)
+        check_range("kmeans_n_init", kmeans_n_init, 1)
+        check_range("seed", seed)
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.alpha, self.beta, self.order, self.tau = float(alpha), float(beta), int(order), float(tau)
+        self.influence = (model.variant == "scgc_star") if influence is None else bool(influence)
+        self.pretrain_epochs, self.pretrain_lr = int(pretrain_epochs), float(pretrain_lr)
+        self.pretrain_batch_size = int(pretrain_batch_size)
+        self.kmeans_n_init, self.seed = int(kmeans_n_init), int(seed)
+
+        self.register_buffer("centres_initialised", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("val_best", torch.full((len(METRICS),), float("-inf")))
+        self.register_buffer("init_metrics", torch.full((len(METRICS),), float("nan")))
+        self.register_buffer("p", torch.empty(0), persistent=False)  # saved via on_save_checkpoint
+        self.p_epoch = -1  # epoch whose start p belongs to
+        self._target = None  # scipy CSR contrastive target of the datamodule's graph
+        self._target_torch = None  # the same as a torch tensor (dense, or sparse for big graphs) for full batches
+
+    # ---- data access ------------------------------------------------------------------------------
+    def _datamodule(self):
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "contrastive_target"):
+            raise RuntimeError("SCGCModule needs an SCGCDataModule passed to the Trainer (trainer.fit(module, dm))")
+        return dm
+
+    def _contrastive_target(self):
+        if self._target is None:
+            self._target = self._datamodule().contrastive_target(self.order, self.influence)
+        return self._target
+
+    @torch.no_grad()
+    def _full_pass(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._datamodule().full_batch()["x"].to(self.device)
+        return self.model(x)
+
+    # ---- pre-training and centre initialisation -----------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._contrastive_target()
+        if not bool(self.centres_initialised):
+            self.pretrain_and_init_centres()
+
+    def pretrain_and_init_centres(self) -> None:
+        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
+
+        dm = self._datamodule()
+        batch = dm.full_batch()
+        x = batch["x"].to(self.device)
+        model = self.model
+        if model.decoder is not None:
+            decoder = model.decoder
+        else:  # SCGC*: a temporary decoder, seeded so the run stays reproducible, dropped afterwards
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                decoder = build_decoder(model.in_dim, model.hidden, model.n_z).to(self.device)
+        params = list(model.encoder.parameters()) + list(decoder.parameters())
+        opt = torch.optim.Adam(params, lr=self.pretrain_lr)
+        gen = torch.Generator().manual_seed(self.seed)
+        was_training = model.training
+        model.train()
+        with torch.enable_grad():
+            for epoch in range(self.pretrain_epochs):
+                perm = torch.randperm(x.shape[0], generator=gen).to(self.device)
+                total = 0.0
+                for chunk in perm.split(self.pretrain_batch_size):
+                    xb = x[chunk]
+                    loss = F.mse_loss(decoder(model.encode(xb)), xb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(chunk)
+                if epoch == 0 or epoch == self.pretrain_epochs - 1:
+                    rank_zero_info(
+                        f"SCGC pre-training epoch {epoch + 1}/{self.pretrain_epochs}: mse {total / len(x):.5f}"
+                    )
+        model.train(was_training)
+        with torch.no_grad():
+            z = model.encode(x).cpu().double().numpy()
+        # one OpenMP thread: on a busy CPU, scikit-learn's OpenMP threads next to torch's spin against each
+        # other and KMeans on a few thousand points slows from ~0.1 s to tens of seconds
+        with threadpool_limits(limits=1, user_api="openmp"):
+            km = KMeans(n_clusters=model.n_clusters, n_init=self.kmeans_n_init, random_state=self.seed).fit(z)
+        with torch.no_grad():
+            model.mu.copy_(torch.as_tensor(km.cluster_centers_, dtype=model.mu.dtype, device=model.mu.device))
+        self.centres_initialised.fill_(True)
+        m = clustering_metrics(batch["y"].numpy(), km.labels_)
+        self.init_metrics.copy_(torch.tensor([m[k] for k in METRICS]))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank pre-trains the same way from the same seed; rank 0's result is made the one truth
+            for t in [*model.parameters(), *self.buffers()]:
+                torch.distributed.broadcast(t.data, src=0)
+        rank_zero_info("SCGC KMeans on pre-trained z: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
+
+    # ---- training -----------------------------------------------------------------------------------
+    def _refresh_p(self, idx: torch.Tensor, q: torch.Tensor) -> None:
+        n = self._datamodule().num_nodes
+        if idx.numel() == n:  # full batch: this forward is the full pass at the start of the epoch
+            p = torch.empty_like(q)
+            p[idx] = target_distribution(q.detach())
+        else:
+            p = target_distribution(self._full_pass()[0])
+        self.p = p.detach()
+        self.p_epoch = self.current_epoch
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x, idx = batch["x"], batch["idx"]
+        z = self.model.encode(x)
+        q = self.model.soft_assign(z)
+        if self.p_epoch != self.current_epoch or self.p.shape[0] == 0:
+            self._refresh_p(idx, q)
+        kl = kl_loss(self.p[idx], q)
+        target = self._contrastive_target()
+        if idx.numel() == target.shape[0] and torch.equal(idx.cpu(), torch.arange(target.shape[0])):
+            if self._target_torch is None or self._target_torch.device != z.device:
+                full = target_block(target, idx) if target.shape[0] <= DENSE_MAX_NODES else to_torch_sparse(target)
+                self._target_torch = full.to(z.device)
+            nc = neighbour_contrastive_loss(z, self._target_torch, self.tau)
+        else:
+            nc = minibatch_contrastive_loss(z, target, idx, self.tau)
+        loss = self.beta * kl + self.alpha * nc
+        parts = {"kl": kl, "nc": nc}
+        if self.model.decoder is not None:
+            parts["rec"] = F.mse_loss(self.model.decode(z), x)
+            loss = loss + parts["rec"]
+        bs = x.shape[0]
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        for k, v in parts.items():
+            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        return loss
+
+    # ---- evaluation ---------------------------------------------------------------------------------
+    def _cluster_metrics(self, batch: dict) -> dict[str, float]:
+        q, _ = self.model(batch["x"])
+        return clustering_metrics(batch["y"].cpu().numpy(), q.argmax(dim=1).cpu().numpy())
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        m = self._cluster_metrics(batch)
+        bs = batch["x"].shape[0]
+        for k, v in m.items():
+            self.log(f"val/{k}", v, on_step=False, on_epoch=True, prog_bar=k == "acc", batch_size=bs, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self.val_best.copy_(torch.maximum(self.val_best, torch.tensor([m[k] for k in METRICS], device=self.device)))
+        if torch.isfinite(self.val_best).all():
+            for k, v in zip(METRICS, self.val_best.tolist(), strict=True):
+                self.log(f"val/{k}_max_over_epochs", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        m = self._cluster_metrics(batch)
+        bs = batch["x"].shape[0]
+        for k, v in m.items():
+            self.log(f"test/{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        if torch.isfinite(self.init_metrics).all():
+            for k, v in zip(METRICS, self.init_metrics.tolist(), strict=True):
+                self.log(f"test/pretrain_kmeans_{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+
+    # ---- optimisers, checkpoints, plots --------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["scgc"] = {"p": self.p.detach().cpu().clone(), "p_epoch": int(self.p_epoch)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("scgc")
+        if state is not None:
+            self.p = state["p"].to(self.p.device)
+            self.p_epoch = int(state["p_epoch"])
+
+    @torch.no_grad()
+    def make_plots(self, plot_dir: Path, datamodule) -> list[Path]:
+        """t-SNE of the embedding z of every node, coloured by predicted cluster -> plot_dir/tsne.png."""
+        from apps.scgc.predict import tsne_plot
+
+        datamodule.setup("fit")
+        was_training = self.model.training
+        self.model.eval()
+        x = datamodule.full_batch()["x"].to(self.device)
+        q, z = self.model(x)
+        self.model.train(was_training)
+        path = Path(plot_dir) / "tsne.png"
+        title = f"SCGC ({self.model.variant}) on {datamodule.dataset_name}: t-SNE of z, colour = cluster"
+        tsne_plot(z.cpu().numpy(), q.argmax(1).cpu().numpy(), path, title, seed=self.seed)
+        return [path]

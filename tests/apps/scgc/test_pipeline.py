@@ -1,0 +1,197 @@
+"""SCGC through the real Hydra config: train, checkpoint, resume, eval, export, load, predict; a killed run
+resumes to the same result; bad config values and datasets fail clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from common.pipeline.export import load
+from common.pipeline.safety import load_checkpoint
+from tests.conftest import REPO, run_cli
+
+# A small SCGC run: the digits kNN graph, a few epochs, a short pre-training.
+SMALL = [
+    "app=scgc",
+    "trainer=cpu",
+    "data.dataset=digits_knn",
+    "module.pretrain_epochs=2",
+    "module.kmeans_n_init=2",
+    "callbacks.progress_bar=null",
+]
+RESUME_TOLERANCE = 1e-6  # absolute, on every test metric: CPU float32, same seed, same ops
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scgc")
+    run_cli("train", *SMALL, "max_epochs=3", root=root)
+    return root
+
+
+def test_run_folder_contract(trained):
+    run = (trained / "runs" / "scgc" / "latest").resolve()
+    for rel in (
+        "config.yaml",
+        ".hydra/config.yaml",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "metrics.json",
+        "logs/csv/metrics.csv",
+        "plots/learning_curves.png",
+        "plots/tsne.png",
+    ):
+        assert (run / rel).is_file(), rel
+    assert any((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) >= {
+        "app",
+        "dataset",
+        "monitor",
+        "val",
+        "test",
+        "epochs",
+        "steps",
+        "train_seconds",
+        "device",
+        "versions",
+    }
+    assert metrics["app"] == "scgc" and metrics["dataset"] == "digits_knn" and metrics["epochs"] == 3
+    assert set(metrics["test"]) >= {"acc", "nmi", "ari", "f1"}
+    assert metrics["monitor"]["name"] == "train/loss" and metrics["monitor"]["best"] is not None
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["in_dim"] == 64 and config["model"]["n_clusters"] == 10  # filled from the data
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")  # weights_only
+    assert ckpt["manyheads"]["config"]["app_name"] == "scgc"
+
+
+def test_resume_eval_export_predict(trained, tmp_path):
+    run = (trained / "runs" / "scgc" / "latest").resolve()
+    run_cli("train", *SMALL, "max_epochs=5", "ckpt_path=last", root=trained)
+    assert (trained / "runs" / "scgc" / "latest").resolve() == run  # resumed in its own folder
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 5
+
+    proc = run_cli("evaluate", "app=scgc", root=trained)
+    assert "test:" in proc.stdout
+    evals = sorted((trained / "runs" / "scgc" / "evaluate").glob("*/metrics.json"))
+    assert evals and set(json.loads(evals[-1].read_text())["test"]) >= {"acc", "nmi"}
+
+    run_cli("export", "app=scgc", root=trained)
+    export_dir = trained / "exports" / "scgc"
+    for name in ("model.safetensors", "model.yaml", "export.json", "README.md"):
+        assert (export_dir / name).is_file(), name
+    info = json.loads((export_dir / "export.json").read_text())
+    assert info["app"] == "scgc" and info["graph"]["format"] in ("onnx", "pt2")
+    assert (export_dir / info["graph"]["file"]).is_file()
+    if info["graph"]["format"] == "pt2":
+        assert info["graph"]["why_not_onnx"]
+
+    # the export alone rebuilds the model: same outputs as the checkpoint's weights
+    model = load(export_dir)
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    x = torch.rand(7, 64)
+    q, z = model(x)
+    assert torch.allclose(model.encoder[0].weight, state["model.encoder.0.weight"])
+    assert q.shape == (7, 10) and z.shape[0] == 7 and torch.allclose(q.sum(1), torch.ones(7), atol=1e-5)
+
+    from sklearn.datasets import load_digits
+
+    features = tmp_path / "nodes.csv"
+    np.savetxt(
+        features, load_digits().data[:50], delimiter=",", header=",".join(f"f{i}" for i in range(64)), comments=""
+    )
+    out = tmp_path / "pred"
+    run_cli("predict", "app=scgc", f"input={features}", f"export_dir={export_dir}", f"out={out}", root=tmp_path)
+    lines = (out / "predictions.csv").read_text().strip().splitlines()
+    assert len(lines) == 51
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    args = [*SMALL, "max_epochs=12", "seed=7"]
+    whole = tmp_path / "whole"
+    run_cli("train", *args, root=whole)
+    expected = json.loads(next((whole / "runs" / "scgc").glob("*/metrics.json")).read_text())
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, MANYHEADS_ROOT=str(killed))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "common.pipeline.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((killed / "runs" / "scgc").glob("*/checkpoints/last.ckpt"))
+        if found:
+            epoch = load_checkpoint(found[0])["epoch"]
+            if epoch >= 3:  # in the middle: some epochs done, most still to go
+                proc.send_signal(signal.SIGKILL)
+                last = epoch
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert last is not None and last < 11
+    run_dir = next((killed / "runs" / "scgc").glob("2*"))
+    assert not (run_dir / "metrics.json").exists()
+
+    run_cli("train", *args, "ckpt_path=last", root=killed)
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["epochs"] == expected["epochs"] and resumed["steps"] == expected["steps"]
+    for key, value in expected["test"].items():
+        assert abs(resumed["test"][key] - value) <= RESUME_TOLERANCE, key
+
+
+def test_bad_config_value_names_the_key(tmp_path):
+    proc = run_cli("train", *SMALL, "model.variant=nope", root=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "model.variant='nope'" in proc.stderr and "scgc_star" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_dataset_names_path_and_card(tmp_path):
+    missing = tmp_path / "nowhere"
+    proc = run_cli(
+        "train", *SMALL, "data.source=real", "data.dataset=usps", f"data.root={missing}", root=tmp_path, check=False
+    )
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr and "data_cards/sdcn.md" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    proc = run_cli("evaluate", "app=scgc", root=tmp_path, check=False)
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr and "make train app=scgc" in proc.stderr
+
+
+def test_eval_refuses_a_crafted_checkpoint(tmp_path):
+    from tests.common.pipeline.test_safety import _RunsCode
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "x": _RunsCode(marker)}, evil)
+    proc = run_cli("evaluate", "app=scgc", f"ckpt={evil}", root=tmp_path, check=False)
+    assert proc.returncode == 2 and "refused to load" in proc.stderr
+    assert not marker.exists()
+
+
+def test_ddp_cpu_two_processes(tmp_path):
+    """The distributed path: two processes over gloo train, checkpoint and write one metrics.json."""
+    run_cli("train", *SMALL, "trainer=ddp_cpu", "max_epochs=2", root=tmp_path)
+    runs = list((tmp_path / "runs" / "scgc").glob("2*/metrics.json"))
+    assert len(runs) == 1
+    metrics = json.loads(runs[0].read_text())
+    assert metrics["epochs"] == 2 and set(metrics["test"]) >= {"acc", "nmi"}
+    assert (runs[0].parent / "checkpoints" / "last.ckpt").is_file()

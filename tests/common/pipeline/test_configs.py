@@ -1,0 +1,55 @@
+"""Every app composes with every trainer, and every experiment and sweep composes (LHT's config tests)."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from common.pipeline.runs import CONFIG_DIR, REPO_ROOT, known_apps, register_resolvers
+
+register_resolvers()
+EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "configs" / "experiment").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (REPO_ROOT / "configs" / "sweep").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (REPO_ROOT / "configs" / "trainer").glob("*.yaml"))
+
+
+def _compose(overrides: list[str], config_name: str = "train"):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("app", known_apps())
+def test_app_composes_with_every_trainer(app, trainer):
+    cfg = _compose([f"app={app}", f"trainer={trainer}"])
+    assert cfg.app_name == app
+    assert cfg.trainer._target_ == "lightning.Trainer" and cfg.trainer.max_epochs == cfg.max_epochs
+    for key in ("model", "data", "module", "monitor"):
+        assert key in cfg, f"configs/app/{app}.yaml lacks {key}"
+    assert str(cfg.data.dataset)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_compose(experiment):
+    app = next(a for a in known_apps() if experiment.startswith(a))
+    cfg = _compose([f"app={app}", f"experiment={experiment}"])
+    assert cfg.app_name == app
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweeps_compose_and_search_existing_keys(sweep):
+    from omegaconf import OmegaConf
+
+    cfg = _compose([f"app={sweep}", f"sweep={sweep}"])
+    assert cfg.optimized_metric.split("/")[0] in ("val", "test")
+    for key in cfg.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, key) is not None, f"sweep {sweep} searches {key}, which the config lacks"
+
+
+@pytest.mark.parametrize("name", ["eval", "export", "predict"])
+def test_tool_configs_compose(name):
+    extra = ["input=x.csv"] if name == "predict" else []
+    for app in known_apps():
+        assert _compose([f"app={app}", *extra], config_name=name).app_name == app

@@ -16,7 +16,7 @@ TRAINERS = sorted(p.stem for p in (REPO_ROOT / "configs" / "trainer").glob("*.ya
 
 def _compose(overrides: list[str], config_name: str = "train"):
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
         return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
 
 

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from common.errors import ConfigError
+from common.errors import ConfigError, check_choice
 from common.pipeline.build import build_datamodule, build_model, build_module
 from common.pipeline.callbacks import StoreRunConfig
 from common.pipeline.checkpoints import AtomicCheckpointIO
@@ -48,10 +48,8 @@ def _prefixed(metrics: dict, prefix: str) -> dict:
 def train(cfg: DictConfig) -> dict:
     """Fit, test and write `metrics.json`; returns the metrics dict."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.monitor.mode not in ("min", "max"):
-        raise ConfigError("monitor.mode", cfg.monitor.mode, "one of ['max', 'min']")
-    if cfg.test_ckpt not in ("best", "last"):
-        raise ConfigError("test_ckpt", cfg.test_ckpt, "one of ['best', 'last']")
+    check_choice("monitor.mode", cfg.monitor.mode, ("min", "max"))
+    check_choice("test_ckpt", cfg.test_ckpt, ("best", "last"))
     ckpt_path = None
     if cfg.ckpt_path is not None:
         ckpt_path = resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt_path, which="last")

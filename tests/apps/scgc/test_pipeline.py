@@ -159,6 +159,10 @@ def test_bad_config_value_names_the_key(tmp_path):
     assert proc.returncode == 2
     assert "model.variant='nope'" in proc.stderr and "scgc_star" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = run_cli("train", *SMALL, "module.tau=-1", "test_ckpt=middle", root=tmp_path, check=False)
+    assert proc.returncode == 2 and "test_ckpt='middle'" in proc.stderr and "['best', 'last']" in proc.stderr
+    proc = run_cli("train", *SMALL, "module.tau=-1", root=tmp_path, check=False)
+    assert proc.returncode == 2 and "module.tau=-1" in proc.stderr and "(0.0, inf]" in proc.stderr
 
 
 def test_missing_dataset_names_path_and_card(tmp_path):

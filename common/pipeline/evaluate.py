@@ -16,7 +16,15 @@ from common.pipeline.build import build_datamodule, build_model, build_module
 from common.pipeline.checkpoint_config import load_run
 from common.pipeline.checkpoints import AtomicCheckpointIO
 from common.pipeline.files import write_json
-from common.pipeline.runs import CONFIG_DIR, device_name, launch, resolve_checkpoint, user_errors, versions
+from common.pipeline.runs import (
+    CONFIG_DIR,
+    device_name,
+    launch,
+    resolve_checkpoint,
+    split_metrics,
+    user_errors,
+    versions,
+)
 from common.pipeline.safety import safe_instantiate
 
 
@@ -29,7 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
         cfg.trainer, section="trainer", logger=False, plugins=[AtomicCheckpointIO()], max_epochs=1
     )
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
-    test = {k.removeprefix("test/"): float(v) for k, v in sorted(results[0].items()) if k.startswith("test/")}
+    test = split_metrics(results[0], "test/")
     metrics = {
         "app": cfg.app_name,
         "checkpoint": str(ckpt),

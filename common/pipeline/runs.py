@@ -55,6 +55,11 @@ def resolve_checkpoint(runs_dir: str, app: str, ckpt, which: str = "best") -> Pa
     return path
 
 
+def split_metrics(metrics: dict, prefix: str) -> dict:
+    """The metrics logged as `<prefix><name>` (e.g. `val/acc`), keyed by name, as floats."""
+    return {k.removeprefix(prefix): float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)

@@ -27,6 +27,7 @@ from common.pipeline.runs import (
     launch,
     register_resolvers,
     resolve_checkpoint,
+    split_metrics,
     user_errors,
     versions,
 )
@@ -39,10 +40,6 @@ def _instantiate_group(group: DictConfig | None, section: str) -> list:
     if not group:
         return []
     return [safe_instantiate(c, section=f"{section}.{k}") for k, c in group.items() if c and "_target_" in c]
-
-
-def _prefixed(metrics: dict, prefix: str) -> dict:
-    return {k[len(prefix) :]: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
 
 
 def train(cfg: DictConfig) -> dict:
@@ -78,14 +75,14 @@ def train(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
-    val = _prefixed(trainer.callback_metrics, "val/")
+    val = split_metrics(trainer.callback_metrics, "val/")
 
     test = {}
     if cfg.test:
         ckpt_cb = trainer.checkpoint_callback
         test_ckpt = ckpt_cb.best_model_path if cfg.test_ckpt == "best" else ckpt_cb.last_model_path
         results = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
-        test = _prefixed(results[0] if results else {}, "test/")
+        test = split_metrics(results[0] if results else {}, "test/")
 
     best = trainer.checkpoint_callback.best_model_score
     metrics = {

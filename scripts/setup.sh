@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.manyheads-setup"
-# Debian packages the Python dependencies need at run time: open3d loads libusb.
-DEB_PACKAGES=(libusb-1.0-0)
+# Debian packages: open3d loads libusb; the vision apps read Fashion-MNIST from dataset-fashion-mnist.
+DEB_PACKAGES=(libusb-1.0-0 dataset-fashion-mnist)
 # Wheels installed without their dependencies: graphdatascience ships Cora, and its Neo4j client is not needed.
 NO_DEPS=(graphdatascience==2.2)
 

@@ -1,0 +1,29 @@
+"""The one place the kernel tests' tolerances live, per dtype, and the comparison that uses them.
+
+A kernel output or gradient `out` matches the reference `ref` (computed in float32 from the same inputs) when
+its relative RMS error, ||out - ref|| / ||ref||, is at most `rel_rms` and no element is further than
+`atol + rtol * |ref|` away. bf16 keeps 8 mantissa bits (relative step 2^-8 = 0.004), so a sum of many
+rounded products lands around 1e-2; fp32 kernels differ from the reference only in summation order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+TOLERANCES = {
+    torch.float32: dict(rel_rms=1e-4, atol=1e-4, rtol=1e-3),
+    torch.float16: dict(rel_rms=5e-3, atol=5e-3, rtol=5e-2),
+    torch.bfloat16: dict(rel_rms=2e-2, atol=2e-2, rtol=1e-1),
+}
+
+
+def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, dtype: torch.dtype) -> None:
+    """Compare `out` (the kernel's) with `ref` (the reference's) under the tolerance of `dtype`."""
+    tol = TOLERANCES[dtype]
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
+    ref, out = ref.detach().double(), out.detach().double()
+    assert torch.isfinite(out).all(), f"{name}: non-finite values (a read of unwritten memory?)"
+    rel_rms = ((out - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+    worst = ((out - ref).abs() - tol["atol"] - tol["rtol"] * ref.abs()).max().item()
+    assert rel_rms <= tol["rel_rms"], f"{name}: relative RMS error {rel_rms:.2e} > {tol['rel_rms']:.0e} ({dtype})"
+    assert worst <= 0, f"{name}: an element is {worst:.2e} beyond atol + rtol*|ref| ({dtype})"

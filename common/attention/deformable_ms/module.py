@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from common.attention.deformable_ms.reference import deformable_ms_torch
+from common.attention.dispatch import IMPLS, resolve_impl
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_choice, check_range
 
-IMPLS = ("auto", "torch")
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def deformable_ms(
@@ -22,12 +23,21 @@ def deformable_ms(
     attention_weights: torch.Tensor,
     impl: str = "auto",
 ) -> torch.Tensor:
-    """Multi-scale deformable attention core, dispatched by `impl`.
+    """Multi-scale deformable attention core, dispatched by `impl` (see `common.attention.dispatch`).
 
-    `impl="auto"` picks the torch reference for now (a later issue adds a Triton kernel, picked on CUDA);
-    `impl="torch"` forces the reference. Arguments and shapes as in `deformable_ms_torch`.
+    `impl="auto"` picks the Triton kernel (`deformable_ms_triton`) when the tensors are on CUDA and triton is
+    installed, else the torch reference; float64 inputs (which the kernel does not take) stay on the
+    reference. `impl="torch"` forces the reference, `impl="triton"` the kernel (a ConfigError when it cannot
+    run). Arguments and shapes as in `deformable_ms_torch`.
     """
-    check_choice("impl", impl, IMPLS)
+    chosen = resolve_impl("deformable_ms", impl, value, sampling_locations, attention_weights)
+    tensors = (value, sampling_locations, attention_weights)
+    if chosen == "triton" and impl == "auto" and any(t.dtype not in KERNEL_DTYPES for t in tensors):
+        chosen = "torch"
+    if chosen == "triton":
+        from common.attention.deformable_ms.triton import deformable_ms_triton
+
+        return deformable_ms_triton(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     return deformable_ms_torch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
 
@@ -61,7 +71,7 @@ class MultiScaleDeformableAttention(nn.Module):
         num_heads: number of heads H (C must be divisible by H).
         num_levels: feature levels L.
         num_points: sampling points P per head and level.
-        impl: "auto" or "torch" for the sampling core (see `deformable_ms`).
+        impl: "auto", "torch" or "triton" for the sampling core (see `deformable_ms`).
 
     Shapes:
         query: [B, Nq, C] (positional embedding already added by the caller).

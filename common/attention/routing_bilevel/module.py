@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.attention.dispatch import resolve_impl
 from common.attention.registry import Capabilities
 from common.attention.routing_bilevel.reference import bilevel_routing_attention_torch
 from common.errors import ConfigError, check_choice, check_range
 
-IMPLS = ("auto", "torch")
+IMPLS = ("auto", "torch", "triton")
 
 
 def bilevel_routing_attention(
@@ -22,12 +23,17 @@ def bilevel_routing_attention(
     scale: float | None = None,
     impl: str = "auto",
 ) -> torch.Tensor:
-    """Bi-level routing attention core, dispatched by `impl`.
+    """Bi-level routing attention core, dispatched by `impl` (`common.attention.dispatch.resolve_impl`).
 
-    `impl="auto"` picks the torch reference for now (a later issue adds a Triton kernel, picked on CUDA);
-    `impl="torch"` forces it. Arguments and shapes as in `bilevel_routing_attention_torch`.
+    `impl="auto"` picks the fused Triton kernel when q, k, v are on CUDA and triton imports, else the torch
+    reference; `impl="torch"` forces the reference; `impl="triton"` forces the kernel (ConfigError when it
+    cannot run). The kernel routes in fp32 (the reference in the input dtype). Arguments and shapes as in
+    `bilevel_routing_attention_torch`.
     """
-    check_choice("impl", impl, IMPLS)
+    if resolve_impl("routing_bilevel", impl, q, k, v) == "triton":
+        from common.attention.routing_bilevel.triton import bilevel_routing_attention_triton
+
+        return bilevel_routing_attention_triton(q, k, v, num_heads, n_win, topk, scale)
     return bilevel_routing_attention_torch(q, k, v, num_heads, n_win, topk, scale)
 
 
@@ -63,7 +69,7 @@ class BiLevelRoutingAttention(nn.Module):
         qk_dim: width of q and k (default `dim`).
         side_dwconv: LCE kernel size (0 disables LCE).
         qkv_bias: bias in the qkv projection.
-        impl: "auto" or "torch" for the routing core.
+        impl: "auto", "torch" or "triton" for the routing core (see `bilevel_routing_attention`).
 
     Shapes:
         x: [B, N, C] with `hw=(H, W)` and N = H * W, or a channel-last map [B, H, W, C] (then `hw` is

@@ -1,8 +1,9 @@
 """Lightning Attention-2: causal linear attention with a fixed per-head decay, computed in tiles.
 
-It is gated linear attention with a constant gate: the functional forms are `common.attention.gla`'s with
-g = -slope_h for every token and channel of head h; `gla_chunked_torch` is exactly the Lightning-2 tiling
-(intra-block: the masked q k^T map with decay lambda^(t-s); inter-block: the carried K x V state).
+It is gated linear attention with a constant gate: the functional forms (and the Triton kernel, through
+`gla(..., impl=...)`) are `common.attention.gla`'s with g = -slope_h for every token and channel of head h;
+`gla_chunked_torch` is exactly the Lightning-2 tiling (intra-block: the masked q k^T map with decay
+lambda^(t-s); inter-block: the carried K x V state).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def lightning_attention(
     """o_t = sum_{s<=t} lambda_h^(t-s) (q_t . k_s) v_s (+ the decayed initial state), lambda_h = exp(-slope_h).
 
     `mode` "chunked" is Lightning Attention-2's intra/inter-block split; "parallel" and "recurrent" give the
-    same result. No 1/sqrt(d) scale by default (`scale=1.0`, as TransNormerLLM).
+    same result. No 1/sqrt(d) scale by default (`scale=1.0`, as TransNormerLLM). `impl` as `gla`'s: "auto"
+    runs the chunked GLA Triton kernel (constant gate g = -slope_h) on CUDA tensors, "torch" the reference,
+    "triton" forces the kernel (mode="chunked" only).
 
     Shapes:
         q, k: [B, T, H, K]; v: [B, T, H, V]; slopes: [H] (>= 0); initial_state: [B or 1, H, K, V].

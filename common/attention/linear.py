@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.dispatch import IMPLS, resolve_impl
+from common.attention.gla.reference import gla_chunked_dispatch
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_choice, check_range
 
 MODES = ("parallel", "chunked", "recurrent")
-IMPLS = ("auto", "torch")
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -104,6 +105,24 @@ def causal_linear_attention_chunked_torch(
     return _divide(num, den, eps).flatten(2, 3)[:, :, :n]
 
 
+def causal_linear_attention_gla(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-6
+) -> torch.Tensor:
+    """Causal linear attention through the chunked GLA kernel: gates g = 0, scale 1, and a ones column
+    appended to v, so one call gives the numerator sum_{s<=t} (q_t . k_s) v_s and (last column) the
+    denominator sum_{s<=t} q_t . k_s.
+
+    Shapes:
+        q, k: [B, H, N, D] features (D <= 256); v: [B, H, N, Dv]; mask: [B, N] bool. Returns [B, H, N, Dv].
+    """
+    k = _apply_mask(k, mask)
+    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)  # [B, H, N, Dv + 1]
+    q, k, v1 = (t.transpose(1, 2).contiguous() for t in (q, k, v1))  # GLA layout [B, N, H, D]
+    out, _ = gla_chunked_dispatch(q, k, v1, torch.zeros_like(q), impl="triton", scale=1.0)
+    out = out.transpose(1, 2)  # [B, H, N, Dv + 1]
+    return _divide(out[..., :-1], out[..., -1], eps)
+
+
 def causal_linear_attention_recurrent_torch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-6
 ) -> torch.Tensor:
@@ -139,7 +158,11 @@ def linear_attention(
     chunk_size: int = 64,
     impl: str = "auto",
 ) -> torch.Tensor:
-    """Linear attention on feature-mapped q, k; `mode` picks the causal implementation ("auto" = torch).
+    """Linear attention on feature-mapped q, k; `mode` picks the causal implementation.
+
+    `impl`: "auto" runs the chunked GLA Triton kernel (`causal_linear_attention_gla`) for causal
+    mode="chunked" on CUDA tensors (float32/bf16/fp16, D <= 256), else torch; "torch" forces the
+    reference; "triton" forces the kernel (causal chunked only, else ConfigError). Non-causal is torch.
 
     Shapes:
         q, k: [B, H, N, D] (non-negative features); v: [B, H, N, Dv]; mask: [B, N] bool (True = real key).
@@ -147,6 +170,12 @@ def linear_attention(
     """
     check_choice("impl", impl, IMPLS)
     check_choice("mode", mode, MODES)
+    if impl == "triton" and not (causal and mode == "chunked"):
+        raise ConfigError("impl", impl, "causal=True and mode='chunked' for the Triton kernel, or impl='torch'")
+    if causal and mode == "chunked" and impl != "torch":
+        kernel_ok = q.dtype in (torch.float32, torch.bfloat16, torch.float16) and q.shape[-1] <= 256
+        if resolve_impl("linear", impl, q, k, v, mask) == "triton" and (impl == "triton" or kernel_ok):
+            return causal_linear_attention_gla(q, k, v, mask=mask, eps=eps)
     if not causal:
         return linear_attention_torch(q, k, v, mask=mask, eps=eps)
     if mode == "parallel":

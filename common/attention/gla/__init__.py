@@ -3,7 +3,8 @@
     from common.attention.gla import GatedLinearAttention, gla
     o, final_state = gla(q, k, v, g, initial_state=s0, output_final_state=True, mode="chunked")
 
-A Triton kernel will sit beside `reference.py` and be picked by `gla(..., impl=...)`.
+The Triton kernel (`triton.py`, chunked mode, forward and backward) sits beside `reference.py` and is
+picked by `gla(..., impl="auto" | "torch" | "triton")`; this package imports without triton.
 """
 
 from common.attention.gla.module import GatedLinearAttention

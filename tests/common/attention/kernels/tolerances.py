@@ -1,9 +1,10 @@
 """The one place the kernel tests' tolerances live, per dtype, and the comparison that uses them.
 
-A kernel output or gradient `out` matches the reference `ref` (computed in float32 from the same inputs) when
+A kernel output or gradient `out` matches the reference `ref` (computed in float32 or float64 from the same inputs) when
 its relative RMS error, ||out - ref|| / ||ref||, is at most `rel_rms` and no element is further than
 `atol * rms(ref) + rtol * |ref|` away: atol is in units of the tensor's RMS, so a location gradient in the
-hundreds (deformable attention on a 150-pixel-wide map) is judged like an output of order one. bf16 keeps 8 mantissa bits (relative step 2^-8 = 0.004), so a sum of many
+hundreds (deformable attention on a 150-pixel-wide map) is judged like an output of order one.
+bf16 keeps 8 mantissa bits (relative step 2^-8 = 0.004), so a sum of many
 rounded products lands around 1e-2; fp32 kernels differ from the reference only in summation order.
 """
 

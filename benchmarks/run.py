@@ -12,6 +12,11 @@ import sys
 BENCHMARKS = {
     "scgc_speed": "benchmarks.scgc_speed",
     "attention": "benchmarks.attention_bench",
+    "deformable": "benchmarks.deformable_bench",  # the Triton kernel needs CUDA (a CPU dry run without it)
+    "routing_bilevel": "benchmarks.routing_bench",  # needs CUDA (prints a skip without it)
+    "gla": "benchmarks.gla_bench",  # needs CUDA (a CPU dry run of the torch reference without it)
+    "sdpa": "benchmarks.sdpa_bench",  # needs CUDA: which SDPA backend serves `softmax` at the apps' shapes
+    "fmvit_reparam": "benchmarks.fmvit_reparam",  # FMViT training form vs deploy form, CPU
 }
 
 

@@ -80,6 +80,23 @@ def export_pt2(model, inputs: tuple, spec: dict, path: Path) -> dict:
     return {"format": "pt2", "file": "model.pt2"}
 
 
+def deploy_form(model: torch.nn.Module, model_cfg: DictConfig) -> tuple[torch.nn.Module, DictConfig]:
+    """The model and model config to export.
+
+    A model with `reparameterize()` (structural re-parameterisation: training-time branches and
+    BatchNorms folded into single layers) is folded in place, in eval mode, and its config gets
+    `deploy: true`, so that `load()` rebuilds the deploy form that the weights belong to. Such a model's
+    config target must therefore accept `deploy=True`. Other models pass through unchanged.
+    """
+    if not callable(getattr(model, "reparameterize", None)):
+        return model, model_cfg
+    model.eval()
+    model.reparameterize()
+    deploy_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))  # a copy, never in struct mode
+    deploy_cfg.deploy = True
+    return model, deploy_cfg
+
+
 def export(ckpt: Path, out: Path) -> Path:
     """Write the export folder for checkpoint `ckpt` to `out` (atomically, as a whole)."""
     checkpoint, run_cfg = load_run(ckpt)
@@ -87,6 +104,7 @@ def export(ckpt: Path, out: Path) -> Path:
     state = model_state(checkpoint)
     model.load_state_dict(state)
     model.eval()
+    model, model_cfg = deploy_form(model, run_cfg.model)
     spec = model.export_spec()
     inputs = model.example_inputs()
 
@@ -94,7 +112,7 @@ def export(ckpt: Path, out: Path) -> Path:
     run_metrics = json.loads(run_metrics_file.read_text()) if run_metrics_file.is_file() else {}
     with atomic_dir(out) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-        (tmp / "model.yaml").write_text(OmegaConf.to_yaml(run_cfg.model))
+        (tmp / "model.yaml").write_text(OmegaConf.to_yaml(model_cfg))
         try:
             graph = export_onnx(model, inputs, spec, tmp / "model.onnx", opset=run_cfg.get("export", {}).get("opset"))
         except Exception as exc:  # any ONNX failure falls back to torch.export, and says why

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
-from omegaconf import OmegaConf
 
 from common.data.cards import CARDS_DIR, REQUIRED_FIELDS, CardError, load_card
-from common.pipeline.runs import REPO_ROOT, known_apps
+from common.pipeline.runs import REPO_ROOT, known_apps, register_resolvers
+
+register_resolvers()
 
 GOOD = """---
 name: toy
@@ -30,7 +33,10 @@ z
 
 @pytest.mark.parametrize("app", known_apps())
 def test_app_datasets_have_complete_cards(app):
-    cfg = OmegaConf.load(REPO_ROOT / "configs" / "app" / f"{app}.yaml")
+    # composed, not loaded: an app yaml may take its data block from a shared group (configs/vision/)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs")):
+        cfg = compose(config_name="train", overrides=[f"app={app}"])
     datasets = get_class(cfg.data._target_).DATASETS
     assert cfg.data.dataset in datasets, f"default dataset {cfg.data.dataset} lacks a card entry"
     for card_name in set(datasets.values()):

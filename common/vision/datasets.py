@@ -1,0 +1,69 @@
+"""torch Datasets of the vision apps: in-memory uint8 arrays (IDX, CIFAR) and image files (folders).
+
+Items are `(image float32 [C, H, W], label int64)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from common.errors import DatasetError
+from common.vision.transforms import normalize
+
+
+class ArrayDataset(Dataset):
+    """Images [N, H, W, C] uint8 and labels [N]; `augment` (an ArrayAugment) for training, else normalise only."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, augment=None):
+        self.images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # [N, C, H, W], writable
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.augment = augment if augment is not None and augment.active else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image = self.images[i]
+        return (self.augment(image) if self.augment else normalize(image)), self.labels[i]
+
+
+class FileDataset(Dataset):
+    """Image files with labels, read with PIL through `transform` (timm's)."""
+
+    def __init__(self, files: list[Path], labels: list[int], transform, card: str):
+        self.files, self.labels, self.transform, self.card = list(files), list(labels), transform, card
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        path = self.files[i]
+        try:
+            with Image.open(path) as im:
+                image = self.transform(im)
+        except OSError as exc:
+            raise DatasetError(path, "a readable image file", self.card, problem=f"unreadable image ({exc})") from None
+        return image, torch.tensor(self.labels[i], dtype=torch.long)
+
+
+class EpochShuffle(Sampler):
+    """A permutation of range(n) drawn from `seed + epoch`: a resumed run sees the same order as an
+    uninterrupted one (Lightning calls `set_epoch` on every epoch; under DDP it shards this sampler)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import torch
 from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models import register_model
 from torch import nn
 
 from common.attention.routing_bilevel import BiLevelRoutingAttention
 from common.errors import ConfigError, check_choice, check_range
-from common.vision.models import create_classifier
+from common.vision.models import create_classifier, register_timm_variants
 
 GLOBAL = -2  # the official code's top-k for "full attention with LePE"
 
@@ -198,34 +197,12 @@ VARIANTS = {
 }  # fmt: skip
 
 
-TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")  # create_model's bookkeeping kwargs
-
-
-def _build(name: str, pretrained: bool, **kwargs) -> BiFormer:
-    if pretrained:
-        raise ConfigError("pretrained", pretrained, "false: no BiFormer weights ship with this project")
-    kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_ONLY}
-    return BiFormer(**(VARIANTS[name] | kwargs))
-
-
-@register_model
-def biformer_tiny(pretrained: bool = False, **kwargs) -> BiFormer:
-    return _build("tiny", pretrained, **kwargs)
-
-
-@register_model
-def biformer_small(pretrained: bool = False, **kwargs) -> BiFormer:
-    return _build("small", pretrained, **kwargs)
-
-
-@register_model
-def biformer_base(pretrained: bool = False, **kwargs) -> BiFormer:
-    return _build("base", pretrained, **kwargs)
-
-
-@register_model
-def biformer_mini(pretrained: bool = False, **kwargs) -> BiFormer:
-    return _build("mini", pretrained, **kwargs)
+register_timm_variants(
+    __name__,
+    lambda variant, **kwargs: BiFormer(**(VARIANTS[variant] | kwargs)),
+    {f"biformer_{variant}": variant for variant in VARIANTS},
+    "false: no BiFormer weights ship with this project",
+)
 
 
 def create(

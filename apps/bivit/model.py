@@ -24,14 +24,13 @@ from pathlib import Path
 
 import torch
 from timm.layers import PatchEmbed, trunc_normal_
-from timm.models import register_model
 from torch import nn
 
 from apps.bivit.binary import BinaryLinear, binarize_linears
 from common.attention import MECHANISMS, capabilities
 from common.errors import ConfigError, check_choice, check_range
 from common.layers import TransformerBlock
-from common.vision.models import create_classifier
+from common.vision.models import create_classifier, register_timm_variants
 
 BINARY = ("none", "attention", "all")
 BINARY_ATTENTION = "binary_sab"  # the core's softmax-aware binarised attention
@@ -196,36 +195,12 @@ VARIANTS: dict[str, dict] = {
     "bivit_micro": dict(embed_dim=64, depth=4, num_heads=2, patch_size=4, img_size=28, in_chans=1, num_classes=10),
 }
 
-# timm passes these to every entry point; BiViT has no hub weights (stage 0 is trained here)
-_TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
-def _build(variant: str, pretrained: bool, **kwargs) -> BiViT:
-    if pretrained:
-        raise ConfigError("pretrained", pretrained, "False: train the full-precision model, then use init_from")
-    for key in _TIMM_ONLY:
-        kwargs.pop(key, None)
-    return BiViT(**{**VARIANTS[variant], **kwargs})
-
-
-@register_model
-def bivit_deit_tiny(pretrained: bool = False, **kwargs) -> BiViT:
-    return _build("bivit_deit_tiny", pretrained, **kwargs)
-
-
-@register_model
-def bivit_deit_small(pretrained: bool = False, **kwargs) -> BiViT:
-    return _build("bivit_deit_small", pretrained, **kwargs)
-
-
-@register_model
-def bivit_deit_base(pretrained: bool = False, **kwargs) -> BiViT:
-    return _build("bivit_deit_base", pretrained, **kwargs)
-
-
-@register_model
-def bivit_micro(pretrained: bool = False, **kwargs) -> BiViT:
-    return _build("bivit_micro", pretrained, **kwargs)
+register_timm_variants(
+    __name__,
+    lambda variant, **kwargs: BiViT(**(VARIANTS[variant] | kwargs)),
+    {name: name for name in VARIANTS},
+    "False: train the full-precision model, then use init_from",
+)
 
 
 def create(

@@ -15,13 +15,12 @@ variant table could not be consulted and no code was released.
 from __future__ import annotations
 
 import torch
-from timm.models import register_model
 from torch import Tensor, nn
 
 from apps.fmvit.blocks import CFB, FMB
 from apps.fmvit.rep import ConvBN
 from common.errors import ConfigError, check_choice, check_range
-from common.vision.models import ImageClassifier, create_classifier
+from common.vision.models import ImageClassifier, create_classifier, register_timm_variants
 
 # Deploy-form parameters at 1000 classes: t 10.5M, s 25.4M, b 44.6M, l 56.9M, cpu 0.25M (10 classes).
 # Stage layouts: one letter per block, C = CFB, F = FMB. `rates` are the FMB pooling rates per stage
@@ -249,23 +248,6 @@ def create(
     return FMViTClassifier(clf.net, num_classes, in_chans, img_size, class_names)
 
 
-def _timm_entry(variant: str):
-    def entry(pretrained: bool = False, **kwargs) -> FMViT:
-        if pretrained:
-            raise ConfigError("pretrained", pretrained, "False: FMViT has no released weights")
-        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's plumbing, unused here
-            kwargs.pop(key, None)
-        return build_fmvit(variant, **kwargs)
-
-    entry.__name__ = f"fmvit_{variant}"
-    entry.__qualname__ = entry.__name__
-    entry.__doc__ = f"FMViT-{variant.upper()} (see apps.fmvit.model.VARIANTS['{variant}'])."
-    return entry
-
-
-# timm's registry keys on the function's name and module.
-fmvit_t = register_model(_timm_entry("t"))
-fmvit_s = register_model(_timm_entry("s"))
-fmvit_b = register_model(_timm_entry("b"))
-fmvit_l = register_model(_timm_entry("l"))
-fmvit_cpu = register_model(_timm_entry("cpu"))
+register_timm_variants(
+    __name__, build_fmvit, {f"fmvit_{variant}": variant for variant in VARIANTS}, "False: FMViT has no released weights"
+)

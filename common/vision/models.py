@@ -1,6 +1,6 @@
 """The pipeline's side of an image classifier: a timm model wrapped with `example_inputs`/`export_spec`.
 
-An app registers its architecture with timm (`@register_model`) and builds it for the pipeline with
+An app registers its variants with timm (`register_timm_variants`) and builds one for the pipeline with
 `create_classifier("<timm name>", num_classes=..., in_chans=..., img_size=..., class_names=...)`. The
 class names ride in the model config (the data module's `model_kwargs()`), so an export's `model.yaml`
 and `export.json` (`spec.classes`) carry them to predict.
@@ -8,8 +8,11 @@ and `export.json` (`spec.classes`) carry them to predict.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import timm
 import torch
+from timm.models import register_model
 from torch import nn
 
 from common.errors import ConfigError, check_range
@@ -67,3 +70,28 @@ def create_classifier(
         raise ConfigError("variant", model_name, "a model registered with timm (import its app first)")
     net = timm.create_model(model_name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
     return ImageClassifier(net, num_classes, in_chans, img_size, class_names)
+
+
+TIMM_BOOKKEEPING = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")  # create_model passes these along
+
+
+def register_timm_variants(module: str, build: Callable[..., nn.Module], variants: dict[str, str], no_weights: str):
+    """Register each `timm name -> variant` with timm, so `timm.create_model(name, **kwargs)` calls
+    `build(variant, **kwargs)`. Nothing can be downloaded here: `pretrained=True` raises a ConfigError that
+    says `no_weights`. `module` is the app's model module (timm files the names under it)."""
+
+    def entry_for(timm_name: str, variant: str):
+        def entry(pretrained: bool = False, **kwargs) -> nn.Module:
+            if pretrained:
+                raise ConfigError("pretrained", pretrained, no_weights)
+            for key in TIMM_BOOKKEEPING:
+                kwargs.pop(key, None)
+            return build(variant, **kwargs)
+
+        entry.__name__ = entry.__qualname__ = timm_name
+        entry.__module__ = module
+        entry.__doc__ = f"{timm_name}: variant {variant!r} of {module}."
+        return entry
+
+    for timm_name, variant in variants.items():
+        register_model(entry_for(timm_name, variant))

@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+# Without CUDA the Triton kernels run under Triton's interpreter (the CPU lane of tests/common/attention/kernels).
+# Triton reads this when `triton.language` is first imported and when a kernel is decorated, so it is set
+# here, before any test module can import either.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,6 +1,6 @@
-"""The kernel lanes. Without CUDA the Triton kernels run under the interpreter (TRITON_INTERPRET=1, set here
-before any kernel module is imported, since triton reads it when a kernel is decorated) at small sizes;
-with CUDA the same tests run compiled, and the `gpu`-marked ones add real sizes.
+"""The kernel lanes. Without CUDA the Triton kernels run under the interpreter (TRITON_INTERPRET=1, set by
+tests/conftest.py before anything imports triton.language) at small sizes; with CUDA the same tests run
+compiled, and the `gpu`-marked ones add real sizes.
 
 `poison_empty` (autouse) fills every fresh `torch.empty*` buffer with NaN, so a kernel that reads memory it
 never wrote fails its comparison instead of passing by luck (fla's tests/conftest.py does the same).
@@ -8,13 +8,8 @@ never wrote fails its comparison instead of passing by luck (fla's tests/conftes
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.machine import cpu_name
 from common.attention import MECHANISMS, build, capabilities
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -407,16 +408,6 @@ def plot(records: list[dict], meta: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.attention_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
@@ -441,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     meta = {
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),

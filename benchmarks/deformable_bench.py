@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from benchmarks.machine import machine_info
 from common.attention.deformable_ms import deformable_ms_torch
+from common.pipeline.files import write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = [(100, 150), (50, 75), (25, 38), (13, 19)]
@@ -281,38 +279,6 @@ def markdown(records: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_info(device: torch.device) -> dict:
-    info = {"device": device.type, "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(device_name=props.name, cuda=torch.version.cuda, sm_count=props.multi_processor_count,
-                    total_memory_bytes=props.total_memory, capability=f"{props.major}.{props.minor}")  # fmt: skip
-    else:
-        from benchmarks.attention_bench import _cpu_name
-
-        info.update(device_name=_cpu_name(), threads=torch.get_num_threads())
-    return info
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.deformable_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="", help="JSON path (default benchmarks/results/<device>/deformable_ms.json)")
@@ -345,13 +311,12 @@ def main(argv: list[str] | None = None) -> dict:
         + ("triton.testing.do_bench quantiles [0.5, 0.2, 0.8]" if device.type == "cuda" else "perf_counter, 7 calls")
         + "; peak = max allocated during one call minus allocated before it",
         "targets": {"fwd+bwd speedup >=": TARGET_SPEEDUP, "fwd+bwd memory ratio <=": TARGET_MEMORY_RATIO},
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_s": time.perf_counter() - start,
     }
     table = markdown(records, meta)
     result = {"meta": meta, "records": records, **({"sweep": swept} if swept else {})}
-    write_atomically(out, json.dumps(result, indent=1))
-    write_atomically(out.with_suffix(".md"), table)
+    write_text(out, json.dumps(result, indent=1))
+    write_text(out.with_suffix(".md"), table)
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md').name} in {meta['wall_s']:.0f} s")
     return result

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.machine import machine_info
 from common.attention.gla import gla_chunked_torch
 from common.pipeline.files import write_json
 
@@ -280,11 +281,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         providers, device = args.providers, torch.device("cuda")
         out = args.out or Path("benchmarks/results/h200/gla.json")
     records = run(shapes, args.modes, providers, device)
-    machine = dict(torch=torch.__version__)
+    machine = machine_info(device)
     if device.type == "cuda":
-        import triton
-
-        machine |= dict(gpu=torch.cuda.get_device_name(), triton=triton.__version__)
         try:
             import fla
 

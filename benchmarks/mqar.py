@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmarks.machine import cpu_name
 from common.attention import available, capabilities, get_class
 from common.layers.transformer_block import TransformerBlock
 
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name:16s} error: {records[-1]['error']}")
     meta = {
         "config": asdict(cfg),
-        "device_name": _cpu_name(),
+        "device_name": cpu_name(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
@@ -322,16 +323,6 @@ def main(argv: list[str] | None = None) -> dict:
     plot(records, meta, out / "mqar.png")
     print(f"wrote {out}/mqar.{{json,md,png}} in {meta['wall_s'] / 60:.1f} min")
     return {"meta": meta, "records": records}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from benchmarks.machine import machine_info
 from common.attention.routing_bilevel import bilevel_routing_attention, bilevel_routing_attention_torch
+from common.pipeline.files import write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # name: (H, W, C, heads, n_win, topk)
@@ -236,49 +234,6 @@ def markdown(records: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "device": device.type,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(
-            device_name=props.name,
-            capability=f"{props.major}.{props.minor}",
-            sm_count=props.multi_processor_count,
-            total_memory_gib=round(props.total_memory / 2**30, 1),
-        )
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
-        info["threads"] = torch.get_num_threads()
-    return info
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.routing_bench", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -322,8 +277,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         "wall_s": time.perf_counter() - start,
     }
     table = markdown(records, meta)
-    write_atomic(out, json.dumps({"meta": meta, "records": records}, indent=1))
-    write_atomic(out.with_suffix(".md"), table)
+    write_text(out, json.dumps({"meta": meta, "records": records}, indent=1))
+    write_text(out.with_suffix(".md"), table)
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md').name} in {meta['wall_s']:.1f} s")
     return {"meta": meta, "records": records}

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from benchmarks.machine import machine_info
 from common.pipeline.files import write_json
 
 PEAK_TFLOPS = 989.0
@@ -105,11 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("sdpa_bench needs CUDA (it measures the GPU's SDPA backends)")
-    import triton
-
     rows = [r for shape in SHAPES for r in run_shape(*shape)]
-    machine = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__)
-    write_json(args.out, dict(machine=machine, peak_tflops=PEAK_TFLOPS, rows=rows))
+    write_json(args.out, dict(machine=machine_info("cuda"), peak_tflops=PEAK_TFLOPS, rows=rows))
     print(table(rows))
 
 

@@ -102,13 +102,19 @@ def _check(q, k, v, g, initial_state) -> None:
             raise ValueError(f"gla (triton): initial_state is on {initial_state.device}, q on {q.device}")
 
 
+def _constexprs(q: torch.Tensor, v: torch.Tensor) -> dict:
+    """The compile-time arguments every GLA kernel takes: heads, key/value widths, chunk, dot dtype/precision."""
+    dt, prec = _dot_dtype(q.dtype)
+    return dict(H=q.shape[2], K=q.shape[3], V=v.shape[-1], C=CHUNK, DT=dt, PREC=prec)
+
+
 def _forward(q, k, v, g, h0, scale):
     """Returns o [B, T, H, V], h [B, H, NT, K, V] (input dtype), ht [B, H, K, V] fp32."""
     b, t, nh, dk = q.shape
     dv = v.shape[-1]
     nt = triton.cdiv(t, CHUNK)
     cfg = _configs(dk, dv, q.dtype)
-    dt, prec = _dot_dtype(q.dtype)
+    dims = _constexprs(q, v)
     h = q.new_empty(b, nh, nt, dk, dv)
     ht = q.new_empty(b, nh, dk, dv, dtype=torch.float32)
     o = v.new_empty(b, t, nh, dv)
@@ -125,15 +131,10 @@ def _forward(q, k, v, g, h0, scale):
         t,
         nt,
         h0_bstride,
-        H=nh,
-        K=dk,
-        V=dv,
-        C=CHUNK,
+        **dims,
         BK=cfg["BK_H"],
         BV=cfg["BV_H"],
         HAS_H0=h0 is not None,
-        DT=dt,
-        PREC=prec,
         num_warps=4,
         num_stages=2,
     )
@@ -148,15 +149,10 @@ def _forward(q, k, v, g, h0, scale):
         scale,
         t,
         nt,
-        H=nh,
-        K=dk,
-        V=dv,
-        C=CHUNK,
+        **dims,
         S=SUB,
         BK=cfg["BK"],
         BV=cfg["BV"],
-        DT=dt,
-        PREC=prec,
         num_warps=cfg["warps"],
         num_stages=1,
     )
@@ -169,7 +165,7 @@ def _backward(q, k, v, g, h, ht, do, dht, scale):
     dv_dim = v.shape[-1]
     nt = triton.cdiv(t, CHUNK)
     cfg = _configs(dk, dv_dim, q.dtype)
-    dt, prec = _dot_dtype(q.dtype)
+    dims = _constexprs(q, v)
     dh = q.new_empty(b, nh, nt, dk, dv_dim)
     dh0 = q.new_empty(b, nh, dk, dv_dim, dtype=torch.float32)
     grid = (triton.cdiv(dk, cfg["BK_H"]), triton.cdiv(dv_dim, cfg["BV_H"]), b * nh)
@@ -183,15 +179,10 @@ def _backward(q, k, v, g, h, ht, do, dht, scale):
         scale,
         t,
         nt,
-        H=nh,
-        K=dk,
-        V=dv_dim,
-        C=CHUNK,
+        **dims,
         BK=cfg["BK_H"],
         BV=cfg["BV_H"],
         HAS_DHT=dht is not None,
-        DT=dt,
-        PREC=prec,
         num_warps=4,
         num_stages=2,
     )
@@ -214,15 +205,10 @@ def _backward(q, k, v, g, h, ht, do, dht, scale):
         scale,
         t,
         nt,
-        H=nh,
-        K=dk,
-        V=dv_dim,
-        C=CHUNK,
+        **dims,
         S=SUB,
         BK=cfg["BK_DQK"],
         BV=cfg["BV_DQK"],
-        DT=dt,
-        PREC=prec,
         num_warps=cfg["warps_dqk"],
         num_stages=1,
     )
@@ -246,15 +232,10 @@ def _backward(q, k, v, g, h, ht, do, dht, scale):
         scale,
         t,
         nt,
-        H=nh,
-        K=dk,
-        V=dv_dim,
-        C=CHUNK,
+        **dims,
         S=SUB,
         BK=cfg["BK"],
         BV=cfg["BV"],
-        DT=dt,
-        PREC=prec,
         num_warps=cfg["warps"],
         num_stages=1,
     )

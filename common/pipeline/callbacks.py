@@ -1,10 +1,12 @@
-"""Pipeline callbacks: the run config inside every checkpoint, and the plots folder."""
+"""Pipeline callbacks: the run config inside every checkpoint, training throughput, and the plots folder."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 CONFIG_KEY = "manyheads"
@@ -18,6 +20,36 @@ class StoreRunConfig(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         checkpoint[CONFIG_KEY] = {"config": self.config}
+
+
+class TrainThroughput(L.Callback):
+    """Training samples per second over all ranks: the time from each training epoch's start to its last batch's
+    end (so validation, checkpoints and plots are left out), summed over epochs; the batch size is the first
+    dimension of the batch's first tensor. CUDA is synchronised at both ends so that queued kernels count."""
+
+    def __init__(self):
+        self.samples, self.seconds, self._start = 0, 0.0, None
+
+    @staticmethod
+    def _now(pl_module) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = self._now(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        first = batch
+        while isinstance(first, (list, tuple, dict)) and len(first):
+            first = next(iter(first.values())) if isinstance(first, dict) else first[0]
+        self.samples += int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 1
+        if batch_idx + 1 == trainer.num_training_batches and self._start is not None:
+            self.seconds += self._now(pl_module) - self._start
+            self._start = None
+
+    def samples_per_second(self, world_size: int = 1) -> float | None:
+        return round(self.samples * world_size / self.seconds, 1) if self.seconds > 0 else None
 
 
 class Plots(L.Callback):

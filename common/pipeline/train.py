@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError, check_choice
 from common.pipeline.build import build_datamodule, build_model, build_module
-from common.pipeline.callbacks import StoreRunConfig
+from common.pipeline.callbacks import StoreRunConfig, TrainThroughput
 from common.pipeline.checkpoints import AtomicCheckpointIO
 from common.pipeline.files import point_link, write_json
 from common.pipeline.runs import (
@@ -57,7 +57,8 @@ def train(cfg: DictConfig) -> dict:
     module = build_module(cfg, model)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved)]
+    throughput = TrainThroughput()
+    callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved), throughput]
     loggers = _instantiate_group(cfg.logger, "logger")
     trainer: L.Trainer = safe_instantiate(
         cfg.trainer,
@@ -94,6 +95,7 @@ def train(cfg: DictConfig) -> dict:
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "train_seconds": round(train_seconds, 3),
+        "train_samples_per_s": throughput.samples_per_second(trainer.world_size),
         "device": device_name(),
         "versions": versions(),
     }

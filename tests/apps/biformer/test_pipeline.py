@@ -39,6 +39,7 @@ def test_train_eval_export_predict(tmp_path, data_dir):
         assert (run / rel).is_file(), rel
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dataset"] == "fashion_mnist" and metrics["steps"] == 4
+    assert metrics["train_samples_per_s"] > 0  # 128 images over the training batches' time
     assert set(metrics["test"]) >= {"acc", "acc_top5", "loss"} and set(metrics["val"]) >= {"acc", "acc_top5"}
     assert 0.0 <= metrics["test"]["acc"] <= metrics["test"]["acc_top5"] <= 1.0
 

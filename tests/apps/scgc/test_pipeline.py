@@ -62,6 +62,7 @@ def test_run_folder_contract(trained):
         "epochs",
         "steps",
         "train_seconds",
+        "train_samples_per_s",
         "device",
         "versions",
     }

@@ -9,6 +9,7 @@ from hydra.utils import get_class
 
 from common.data.cards import CARDS_DIR, REQUIRED_FIELDS, CardError, load_card
 from common.pipeline.runs import REPO_ROOT, known_apps, register_resolvers
+from common.pipeline.safety import safe_instantiate
 
 register_resolvers()
 
@@ -32,13 +33,14 @@ z
 
 
 @pytest.mark.parametrize("app", known_apps())
-def test_app_datasets_have_complete_cards(app):
+def test_app_datasets_have_complete_cards(app, tmp_path):
     # composed, not loaded: an app yaml may take its data block from a shared group (configs/vision/)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs")):
-        cfg = compose(config_name="train", overrides=[f"app={app}"])
+        cfg = compose(config_name="train", overrides=[f"app={app}", f"paths.root_dir={tmp_path}"])
     datasets = get_class(cfg.data._target_).DATASETS
-    assert cfg.data.dataset in datasets, f"default dataset {cfg.data.dataset} lacks a card entry"
+    default = safe_instantiate(cfg.data, section="data").dataset_name  # no disk access before prepare_data()
+    assert default in datasets, f"default dataset {default} lacks a card entry"
     for card_name in set(datasets.values()):
         card = load_card(card_name)
         assert app in card.fields["used_by"], f"{card.path} does not list {app} in used_by"

@@ -1,0 +1,97 @@
+"""Lightning module: trains the forecaster on the scaled target, scores it in USD against the naive forecast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from common.errors import check_choice
+from common.timeseries.metrics import regression_metrics
+
+LOSSES = {"mse": nn.MSELoss, "huber": nn.HuberLoss, "mae": nn.L1Loss}
+
+
+class CryptoForecastModule(L.LightningModule):
+    """Next-close regression.
+
+    The loss (`mse`, the paper's; or `huber`, `mae`) is taken in the scaled target space
+    (`model.forward_scaled` vs `model.scale_target`); metrics are computed on prices in USD after the inverse
+    transform (`model(window)`): `{val,test}/{mae,rmse,mape,r2,dir_acc}`, and on the same windows the naive
+    last-value forecast as `{val,test}/naive_{mae,rmse,mape,r2,dir_acc}`.
+    """
+
+    def __init__(self, model: nn.Module, optimizer, scheduler=None, loss: str = "mse"):
+        super().__init__()
+        check_choice("loss", loss, LOSSES)
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.criterion = LOSSES[loss]()
+        self._outputs: dict[str, list] = {}
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        loss = self.criterion(self.model.forward_scaled(x), self.model.scale_target(y, x))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, split: str, batch) -> None:
+        x, y, prev = batch
+        loss = self.criterion(self.model.forward_scaled(x), self.model.scale_target(y, x))
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self._outputs.setdefault(split, []).append((self.model(x).float(), y, prev))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        outputs = self._outputs.pop(split, [])
+        if not outputs:
+            return
+        pred, true, prev = (torch.cat(t).cpu().double().numpy() for t in zip(*outputs))
+        scores = regression_metrics(true, pred, prev)
+        # the naive forecast never moves, so it has no direction to score: its dir_acc is left out
+        naive = regression_metrics(true, prev, prev)
+        scores |= {f"naive_{k}": v for k, v in naive.items() if k != "dir_acc"}
+        self.log_dict({f"{split}/{k}": v for k, v in scores.items()}, prog_bar=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return opt
+        scheduler = self.scheduler_factory(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    @torch.no_grad()
+    def make_plots(self, plot_dir: Path, datamodule) -> list[Path]:
+        """The model's one-step forecasts against the truth and the naive forecast on the test period."""
+        from common.timeseries.plots import plot_forecast
+
+        was_training = self.model.training
+        self.model.eval()
+        w = datamodule.windows["test"]
+        x = torch.from_numpy(w.x).to(self.device)
+        pred = torch.cat([self.model(chunk) for chunk in x.split(1024)]).cpu().numpy()
+        self.model.train(was_training)
+        title = f"{datamodule.dataset_name}: test-period one-step forecasts ({self.model.arch}, last epoch's weights)"
+        out = plot_forecast(
+            datamodule.target_times("test"),
+            w.y,
+            {self.model.arch: pred, "naive (last close)": w.prev},
+            Path(plot_dir) / "forecast.png",
+            title=title,
+            ylabel="close (USD)",
+            zoom=100,
+        )
+        return [out]

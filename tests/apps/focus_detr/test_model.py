@@ -1,0 +1,187 @@
+"""Focus-DETR's named components: foreground selector, cascade, dual-attention encoder, select loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from apps.focus_detr.criterion import FocusCriterion, foreground_labels
+from apps.focus_detr.model import FocusDETR, ForegroundTokenSelector
+from common.detection.matcher import HungarianMatcher
+from common.errors import ConfigError
+from tests.common.detection.test_encoder import make_tokens
+
+SMALL = dict(
+    backbone="resnet18",
+    hidden_dim=32,
+    num_heads=4,
+    ffn_dim=64,
+    num_encoder_layers=3,
+    num_decoder_layers=2,
+    num_queries=10,
+    num_dn_queries=8,
+    num_attn_tokens=12,
+    cascade=[1.0, 0.6, 0.2],
+    image_size=96,
+)
+RANGES = [[-1, 12], [12, 24], [24, 48], [48, 1e9]]
+
+
+def targets(size=(96, 96)):
+    return [
+        {
+            "labels": torch.tensor([0, 2]),
+            "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.4, 0.3]]),
+            "size": torch.tensor(size),
+        },
+        {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.4]]), "size": torch.tensor(size)},
+    ]
+
+
+def test_forward_and_train_outputs():
+    model = FocusDETR(3, **SMALL).eval()
+    logits, boxes = model(torch.randn(2, 3, 96, 96))
+    assert logits.shape == (2, 10, 3) and boxes.shape == (2, 10, 4)
+    out = model.train().forward_train(torch.randn(2, 3, 96, 96), None, targets())
+    n = out["fg_logits"].shape[1]
+    assert n == 12 * 12 + 6 * 6 + 3 * 3 + 2 * 2  # strides 8, 16, 32 and the extra 64
+    assert out["fg_centres"].shape == (2, n, 2) and out["fg_levels"].shape == (n,)
+
+
+def test_cascade_keeps_the_stated_number_of_tokens():
+    model = FocusDETR(3, **SMALL, keep_ratio=0.5).eval()
+    n = 193
+    budget = int(n * 0.5) + 1
+    out = model.forward_train(torch.randn(1, 3, 96, 96), None, [])
+    assert out["num_kept"] == [int(budget * c) for c in (1.0, 0.6, 0.2)] == [97, 58, 19]
+    # with padding the budget counts the real tokens of the least padded image
+    masks = torch.zeros(2, 96, 96, dtype=torch.bool)
+    masks[:, :, 48:] = True
+    out = model.forward_train(torch.randn(2, 3, 96, 96), masks, [])
+    real = int((~out["fg_padding"]).sum(1).max())
+    assert out["num_kept"][0] == int(real * 0.5) + 1
+    dense = FocusDETR(3, **SMALL, dense_encoder=True).eval()
+    assert dense.forward_train(torch.randn(1, 3, 96, 96), None, [])["num_kept"] == [n] * 3
+
+
+def test_background_tokens_pass_through_untouched():
+    model = FocusDETR(3, **SMALL).eval()
+    out = model.forward_train(torch.randn(2, 3, 96, 96), None, [])
+    kept = torch.zeros_like(out["fg_padding"])
+    kept.scatter_(1, out["fg_logits"].topk(out["num_kept"][0], dim=1).indices, True)
+    tokens, memory = out["tokens"], out["memory"]
+    torch.testing.assert_close(memory[~kept], tokens.src[~kept], rtol=0, atol=0)
+    assert (memory[kept] - tokens.src[kept]).abs().amax(-1).min() > 0  # every kept token was updated
+
+
+def test_top_down_modulation_feeds_finer_levels():
+    """Scores go coarsest first; level l's scorer input is feat_l * (1 + alpha_l * up(score_{l+1}))."""
+    torch.manual_seed(0)
+    selector = ForegroundTokenSelector(16, 2)
+    tokens = make_tokens(batch=1, dim=16)
+    seen = []
+    selector.scorer.register_forward_hook(lambda mod, args, out: seen.append((args[0], out)))
+    scores = selector(tokens)
+    (coarse_in, coarse_out), (fine_in, fine_out) = seen
+    assert coarse_in.shape[1] == 16 and fine_in.shape[1] == 64  # 4x4 level first, then 8x8
+    feats = selector.project(tokens.src)
+    torch.testing.assert_close(coarse_in, feats[:, 64:])
+    up = F.interpolate(coarse_out.view(1, 1, 4, 4), size=(8, 8), mode="bilinear", align_corners=True).flatten(1)
+    torch.testing.assert_close(fine_in, feats[:, :64] * (1 + selector.alpha[0] * up[..., None]))
+    torch.testing.assert_close(scores, torch.cat([fine_out, coarse_out], 1))
+
+
+def test_every_named_component_learns():
+    model = FocusDETR(3, **SMALL).train()
+    criterion = FocusCriterion(3, HungarianMatcher(), size_ranges=RANGES)
+    images = torch.randn(2, 3, 96, 96)
+
+    def backward():
+        model.zero_grad()
+        losses = criterion(model.forward_train(images, None, targets()), targets())
+        assert "loss_select" in losses and torch.isfinite(losses["loss_select"])
+        sum(losses.values()).backward()
+
+    backward()
+    torch.optim.SGD(model.parameters(), lr=0.01).step()  # wake zero-initialised layers (see test_detector)
+    backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert silent == []
+    for name in ("selector.alpha", "selector.scorer", "layers.0.self_attn", "layers.2.deformable"):
+        assert any(name in n for n, _ in model.encoder.named_parameters()), name
+
+
+def test_foreground_labels_fcos_style():
+    # one 100x100 image, one box x 20..60, y 20..40 (w 40, h 20): cx 0.4, cy 0.3
+    boxes = torch.tensor([[0.4, 0.3, 0.4, 0.2]])
+    target = [{"boxes": boxes, "labels": torch.tensor([0]), "size": torch.tensor([100, 100])}]
+    centres = torch.tensor(
+        [
+            [0.30, 0.30],  # inside: l 10 t 10 r 30 b 10 -> max 30
+            [0.40, 0.30],  # inside, centre: l 20 t 10 r 20 b 10 -> max 20
+            [0.10, 0.30],  # outside (left of the box)
+            [0.40, 0.30],  # same point as 1, on another level
+            [0.21, 0.21],  # inside near the corner: max = r 39
+        ]
+    )[None]
+    levels = torch.tensor([0, 1, 0, 0, 2])
+    ranges = [[-1, 25], [25, 50], [50, 100]]
+    labels = foreground_labels(centres, levels, target, ranges)
+    # token 0: max 30 not in level 0's [-1, 25]; token 1: 20 not in level 1's [25, 50]; token 3: 20 in
+    # level 0's range -> fg; token 4: 39 not in level 2's [50, 100]
+    assert labels.tolist() == [[0.0, 0.0, 0.0, 1.0, 0.0]]
+    labels = foreground_labels(centres, torch.tensor([1, 0, 0, 0, 1]), target, ranges)
+    assert labels.tolist() == [[1.0, 1.0, 0.0, 1.0, 1.0]]
+    assert (
+        foreground_labels(centres, levels, [{"boxes": torch.zeros(0, 4), "size": torch.tensor([9, 9])}], ranges).sum()
+        == 0
+    )
+
+
+def test_bad_values_name_their_key():
+    with pytest.raises(ConfigError, match="cascade"):
+        FocusDETR(3, **{**SMALL, "cascade": [1.0, 0.5]})
+    with pytest.raises(ConfigError, match="keep_ratio"):
+        FocusDETR(3, **SMALL, keep_ratio=0.0)
+    with pytest.raises(ConfigError, match="size_ranges"):
+        FocusCriterion(3, HungarianMatcher(), size_ranges=[[10, 5]])
+
+
+def test_bad_model_value_names_its_key():
+    from omegaconf import OmegaConf
+
+    from common.errors import ConfigError
+    from common.pipeline.build import build_model
+
+    cfg = OmegaConf.create(
+        {"_target_": "apps.focus_detr.model.FocusDETR", "num_classes": 5, "keep_ratio": 1.5, "backbone": "resnet18"}
+    )
+    with pytest.raises(ConfigError, match=r"model\.keep_ratio=1\.5"):
+        build_model(cfg)
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_eager(tmp_path):
+    """The exported graph (fixed 96x96 input, dynamic batch) agrees with eager PyTorch under onnxruntime;
+    the deformable attention runs its Python-shape path while exporting."""
+    from common.pipeline.export import export_onnx
+
+    model = FocusDETR(3, **{**SMALL, "num_encoder_layers": 1, "cascade": [1.0], "num_decoder_layers": 1}).eval()
+    info = export_onnx(model, model.example_inputs(), model.export_spec(), tmp_path / "model.onnx", opset=18)
+    assert info["format"] == "onnx" and info["max_abs_diff"] < 1e-3
+
+
+def test_dense_baseline_is_the_plain_deformable_encoder():
+    """dense_encoder: every token updated, no scorer, no select loss, and every parameter learns."""
+    model = FocusDETR(3, **SMALL, dense_encoder=True).train()
+    assert model.encoder.selector is None
+    criterion = FocusCriterion(3, HungarianMatcher(), size_ranges=RANGES)
+    images = torch.randn(2, 3, 96, 96)
+    for _ in range(2):  # the second pass after one step (zero-initialised layers, see test_detector)
+        model.zero_grad()
+        losses = criterion(model.forward_train(images, None, targets()), targets())
+        assert "loss_select" not in losses
+        sum(losses.values()).backward()
+        torch.optim.SGD(model.parameters(), lr=0.01).step()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []

@@ -19,7 +19,6 @@ partial works as in the vision module: with a `total_steps` argument it is stepp
 
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from torch import nn
 from common.detection.evaluator import CocoEvaluator, coco_from_dict
 from common.detection.postprocess import postprocess
 from common.errors import check_range
+from common.pipeline.schedulers import with_scheduler
 
 
 def loss_group(key: str) -> str:
@@ -202,13 +202,7 @@ class DetectionModule(L.LightningModule):
     def configure_optimizers(self):
         base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr", 1e-4)
         opt = self.optimizer_factory(self.param_groups(base_lr))
-        if self.scheduler_factory is None:
-            return opt
-        params = inspect.signature(self.scheduler_factory).parameters
-        if "total_steps" in params and "total_steps" not in getattr(self.scheduler_factory, "keywords", {}):
-            scheduler = self.scheduler_factory(opt, total_steps=int(self.trainer.estimated_stepping_batches))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
+        return with_scheduler(opt, self.scheduler_factory, self.trainer)
 
     # ---- pictures ---------------------------------------------------------------------------------
     def make_plots(self, plot_dir: Path, datamodule) -> list[Path]:

@@ -11,7 +11,6 @@ estimated number of optimiser steps and is stepped every step, others every epoc
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from common.errors import check_range
+from common.pipeline.schedulers import with_scheduler
 
 
 class ImageClassificationModule(L.LightningModule):
@@ -101,13 +101,7 @@ class ImageClassificationModule(L.LightningModule):
         weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
         skip = self.model.no_weight_decay() if hasattr(self.model, "no_weight_decay") else ()
         opt = self.optimizer_factory(param_groups_weight_decay(self.model, weight_decay, no_weight_decay_list=skip))
-        if self.scheduler_factory is None:
-            return opt
-        params = inspect.signature(self.scheduler_factory).parameters
-        if "total_steps" in params and "total_steps" not in getattr(self.scheduler_factory, "keywords", {}):
-            scheduler = self.scheduler_factory(opt, total_steps=int(self.trainer.estimated_stepping_batches))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
+        return with_scheduler(opt, self.scheduler_factory, self.trainer)
 
     def make_plots(self, plot_dir: Path, datamodule) -> list[Path]:
         """A grid of test images with predicted and true classes -> plot_dir/predictions.png."""

@@ -1,20 +1,17 @@
 """Focus-DETR through the real Hydra config: train a few steps on a tiny generated shapes set -> eval ->
-export (ONNX checked by onnxruntime) -> load -> predict on a png. Slow: the ONNX export of a DETR takes
-minutes on a busy CPU."""
+export (ONNX checked by onnxruntime) -> load -> predict on a png. The DETR apps' one smoke test in `make test`
+(relation_detr's, the same pipeline path, is marked slow)."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from common.pipeline.export import load
 from tests.conftest import run_cli
-
-pytestmark = pytest.mark.slow
 
 TINY = [
     "app=focus_detr",

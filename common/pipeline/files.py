@@ -67,6 +67,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def point_link(link: str | Path, target: str | Path) -> None:
     """Make `link` a relative symlink to `target`, replacing any old link atomically."""
     link, target = Path(link), Path(target)
+    link.parent.mkdir(parents=True, exist_ok=True)  # a run folder outside runs/<app> (hydra.run.dir=...)
     tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()

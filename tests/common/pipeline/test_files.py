@@ -36,3 +36,10 @@ def test_point_link_moves_latest(tmp_path):
     point_link(tmp_path / "latest", tmp_path / "r1")
     point_link(tmp_path / "latest", tmp_path / "r2")
     assert (tmp_path / "latest").resolve() == (tmp_path / "r2").resolve()
+
+
+def test_point_link_creates_the_link_folder(tmp_path):
+    """A run folder placed outside runs/<app> (hydra.run.dir=...) still gets its runs/<app>/latest link."""
+    (tmp_path / "elsewhere").mkdir()
+    point_link(tmp_path / "runs" / "app" / "latest", tmp_path / "elsewhere")
+    assert (tmp_path / "runs" / "app" / "latest").resolve() == (tmp_path / "elsewhere").resolve()

@@ -8,7 +8,6 @@ Key fitting between stages:
 - the softmax teacher's `attn.q` + `attn.kv` are fused into `binary_sab`'s `attn.qkv` (same row order:
   q, then k, then v, heads inside each);
 - a `BinaryLinear` absent from the source (its `scale`) gets the scale of the loaded weights;
-- the attention's learnable logit scale (`learn_scale`) absent from the source starts at 1;
 - anything else missing, unexpected or of another shape is refused with a `ConfigError` naming the keys.
 """
 
@@ -64,8 +63,7 @@ def fit_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
     wrong = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
-    # parameters that binarisation adds and that start from their own init (the attention's logit scale)
-    problems = [k for k in missing if k not in binary and not k.endswith(".log_logit_scale")]
+    problems = [k for k in missing if k not in binary]
     if problems or unexpected or wrong:
         parts = []
         if problems:
@@ -83,7 +81,7 @@ def fit_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
             "a checkpoint of the same architecture (variant, embed_dim, depth, heads, patch/img size, classes); "
             + "; ".join(parts),
         )
-    return state, [binary[k] for k in missing if k in binary]
+    return state, [binary[k] for k in missing]
 
 
 def load_init(model: nn.Module, path: str | Path) -> dict:

@@ -80,11 +80,6 @@ class BinarySoftmaxAttention(nn.Module):
         - `binarize_qkv=True` binarises q, k, v to {-1, +1} with sign and the clipped STE (BiViT's fully
           binary attention); the projections stay full-precision nn.Linear here (an app that wants binary
           weights swaps them for its binary linear layers).
-        - `learn_scale=True` adds a learnable per-head scale of the logits (log-parametrised, starting at 1): the
-          cheapest form of the official code's elastic (learnable-step) binariser. With binary q, k the logits
-          take only d + 1 values and the fixed 1/sqrt(d) then decides how many keys pass the threshold (at
-          d = 32 only keys within one sign flip of the best); the scale lets each head choose. It folds into
-          an integer threshold on the popcount at deployment, so it costs no operation.
         - Key-padding masks and causal masking set logits to -inf before the softmax, so masked keys are
           never kept.
 
@@ -94,7 +89,6 @@ class BinarySoftmaxAttention(nn.Module):
         threshold_ratio: tau / max_j p_ij, in (0, 1].
         normalize: mean instead of sum over the kept keys.
         binarize_qkv: binarise q, k, v with sign + STE.
-        learn_scale: learn a per-head scale of the logits (see above).
         causal: mask keys after the query.
         qkv_bias: bias in the qkv projection.
 
@@ -119,7 +113,6 @@ class BinarySoftmaxAttention(nn.Module):
         threshold_ratio: float = 0.25,
         normalize: bool = False,
         binarize_qkv: bool = False,
-        learn_scale: bool = False,
         causal: bool = False,
         qkv_bias: bool = True,
     ):
@@ -136,7 +129,6 @@ class BinarySoftmaxAttention(nn.Module):
             causal,
         )
         self.scale = self.head_dim**-0.5
-        self.log_logit_scale = nn.Parameter(torch.zeros(num_heads, 1, 1)) if learn_scale else None
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -156,8 +148,6 @@ class BinarySoftmaxAttention(nn.Module):
             qkv = binarize_sign(qkv)
         q, k, v = qkv.unbind(0)
         logits = (q * self.scale) @ k.transpose(-2, -1)
-        if self.log_logit_scale is not None:
-            logits = logits * self.log_logit_scale.exp()
         allowed = None
         if mask is not None:
             allowed = mask[:, None, None, :]

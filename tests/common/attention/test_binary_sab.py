@@ -113,16 +113,3 @@ def test_registry_and_config():
         BinarySoftmaxAttention(DIM, HEADS, threshold_ratio=0.0)
     with pytest.raises(ConfigError):
         BinarySoftmaxAttention(DIM, 3)
-
-
-def test_learned_logit_scale_sets_how_many_keys_pass_and_learns():
-    """With binary q, k the scale of the logits decides the kept keys: a smaller scale keeps more (flatter
-    softmax); the scale starts at 1 (same map as without it) and receives a gradient."""
-    x = x_input()
-    plain, learned = make(binarize_qkv=True), make(binarize_qkv=True, learn_scale=True)
-    assert torch.equal(plain.attention_maps(x)[1], learned.attention_maps(x)[1])
-    with torch.no_grad():
-        learned.log_logit_scale.fill_(-3.0)
-    assert learned.attention_maps(x)[1].sum() > plain.attention_maps(x)[1].sum()
-    learned(x).square().sum().backward()
-    assert learned.log_logit_scale.grad.abs().sum() > 0

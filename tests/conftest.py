@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +45,27 @@ def run_cli(module: str, *args: str, root: Path, timeout: float = 600, check: bo
             f"{module} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+def side_by_side(*calls: Callable[[], T]) -> list[T]:
+    """Run independent CLI calls (e.g. `lambda: run_cli(...)`) two at a time; their results in the given order.
+
+    A CLI call is mostly interpreter start-up and imports (~6 s of one core), so two independent calls (evaluate
+    and export of one checkpoint, calls that must fail) take about half the wall time together on CI's 2 cores.
+    Their processes get one OpenMP thread each: two processes spinning two OpenMP threads each on 2 cores can run
+    many times slower than one after the other. The first call (in the order given) that raised re-raises here.
+    """
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # set before any call starts, restored after all have ended
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(call) for call in calls]
+    finally:
+        if before is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
+    return [future.result() for future in futures]
 
 
 @pytest.fixture

@@ -23,12 +23,12 @@ Shapes: forward(x [B, in_chans, H, W]) -> logits [B, num_classes]; forward_featu
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp
 from torch import nn
 
 from common.attention.routing_bilevel import BiLevelRoutingAttention
 from common.errors import ConfigError, check_choice, check_range
-from common.vision.models import create_classifier, register_timm_variants
+from common.vision.models import create_classifier, init_vit_weights, register_timm_variants
 
 GLOBAL = -2  # the official code's top-k for "full attention with LePE"
 
@@ -148,17 +148,7 @@ class BiFormer(nn.Module):
         self.norm = nn.BatchNorm2d(embed_dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_vit_weights)
 
     def get_classifier(self) -> nn.Module:
         return self.head

@@ -30,7 +30,7 @@ from apps.bivit.binary import BinaryLinear, binarize_linears
 from common.attention import MECHANISMS, capabilities
 from common.errors import ConfigError, check_choice, check_range
 from common.layers import TransformerBlock
-from common.vision.models import create_classifier, register_timm_variants
+from common.vision.models import create_classifier, init_vit_weights, register_timm_variants
 
 BINARY = ("none", "attention", "all")
 BINARY_ATTENTION = "binary_sab"  # the core's softmax-aware binarised attention
@@ -142,24 +142,14 @@ class BiViT(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes)
-        self._init_weights()
+        # DeiT's init: truncated normal (std 0.02) for the embeddings, then for the linears (unit LayerNorms)
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        self.apply(init_vit_weights)
 
         binary_paths = {"none": (), "attention": ATTENTION_LINEARS, "all": ATTENTION_LINEARS + MLP_LINEARS}[binary]
         for block in self.blocks:
             binarize_linears(block, binary_paths, binary_input=binary_activations)
-
-    def _init_weights(self) -> None:
-        """DeiT's init: truncated normal (std 0.02) for embeddings and linears, zero biases, unit LayerNorms."""
-        trunc_normal_(self.pos_embed, std=0.02)
-        trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def no_weight_decay(self) -> set[str]:
         """DeiT's embeddings and BiViT's channel scales are not decayed (a decayed scale shrinks the binary weights)."""

@@ -35,6 +35,7 @@ from torch_geometric.data import Data
 
 from apps.scgc.losses import adjacency_target
 from common.data.cache import build_once
+from common.data.cards import DataCardMixin
 from common.errors import ConfigError, DatasetError, check_choice, check_range
 
 EMBEDDED = ("cora", "digits_knn")
@@ -313,7 +314,7 @@ def _as_batch(batch: dict) -> dict:
     return batch
 
 
-class SCGCDataModule(L.LightningDataModule):
+class SCGCDataModule(DataCardMixin, L.LightningDataModule):
     """One graph, node batches. See the module docstring for the batch format and samplers."""
 
     DATASETS = {"cora": "cora", "digits_knn": "digits_knn", **{name: "sdcn" for name in SDCN_NAMES}}
@@ -350,10 +351,6 @@ class SCGCDataModule(L.LightningDataModule):
     @property
     def dataset_name(self) -> str:
         return self.dataset
-
-    @property
-    def card(self) -> str:
-        return self.DATASETS[self.dataset]
 
     def _embedded_dir(self) -> Path:
         return build_once(self.data_dir / f"{self.dataset}_v{FORMAT_VERSION}", BUILDERS[self.dataset])

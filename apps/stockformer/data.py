@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from apps.stockformer.factors import MOMENTUM, WARMUP, compute_factors, daily_returns, factor_names
 from common.data.cache import build_once
+from common.data.cards import DataCardMixin
 from common.errors import ConfigError, DatasetError, check_choice, check_range
 from common.timeseries.panel import CSV_EXPECTED, Panel, read_panel_csv, read_sp500_skfolio, skfolio_sp500_path
 from common.timeseries.splits import SplitBounds
@@ -112,7 +113,7 @@ class PanelWindows(Dataset):
         }
 
 
-class StockformerDataModule(L.LightningDataModule):
+class StockformerDataModule(DataCardMixin, L.LightningDataModule):
     DATASETS = {"sp500_skfolio": "sp500_skfolio", "stock_panel_csv": "stock_panel_csv"}
 
     def __init__(
@@ -159,10 +160,6 @@ class StockformerDataModule(L.LightningDataModule):
     @property
     def dataset_name(self) -> str:
         return self.dataset_id
-
-    @property
-    def card(self) -> str:
-        return self.DATASETS[self.dataset_name]
 
     def _embedded_dir(self) -> Path:
         return build_once(self.data_dir / f"sp500_skfolio_v{FORMAT_VERSION}", build_sp500)

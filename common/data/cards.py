@@ -32,6 +32,18 @@ class DataCard:
         return self.fields["name"]
 
 
+class DataCardMixin:
+    """For a data module: `card`, the data card of the dataset in use, looked up as `DATASETS[dataset_name]`
+    (the class's dataset -> card table and its `dataset_name`, both part of the app contract)."""
+
+    DATASETS: dict[str, str]
+    dataset_name: str
+
+    @property
+    def card(self) -> str:
+        return self.DATASETS[self.dataset_name]
+
+
 def load_card(name: str, cards_dir: Path = CARDS_DIR) -> DataCard:
     """Read and validate `data_cards/<name>.md`; raise CardError naming the file and what is missing."""
     path = cards_dir / f"{name}.md"

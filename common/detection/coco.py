@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from common.data.cards import DataCardMixin
 from common.detection import shapes
 from common.detection.evaluator import load_coco
 from common.detection.transforms import apply, collate, eval_transform, train_transform
@@ -104,7 +105,7 @@ def _require(path: Path, expected: str, card: str) -> Path:
     return path
 
 
-class COCODetectionDataModule(L.LightningDataModule):
+class COCODetectionDataModule(DataCardMixin, L.LightningDataModule):
     DATASETS = {"detection_shapes": "detection_shapes", "deepforest_trees": "deepforest_trees", "coco2017": "coco2017"}
 
     def __init__(
@@ -172,11 +173,11 @@ class COCODetectionDataModule(L.LightningDataModule):
             if value is not None:
                 check_range(key, value, 1)
         self.source, self.root, self.data_dir = source, root, Path(data_dir)
-        self.shape_options = {
-            "counts": {"train": int(num_train), "val": int(num_val), "test": int(num_test)},
-            "image_size": image_size, "min_objects": min_objects, "max_objects": max_objects,
-            "min_size": min_object_size, "max_size": max_object_size, "seed": int(shapes_seed),
-        }  # fmt: skip
+        self.shapes_counts = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
+        self.shapes_spec = shapes.ShapesSpec(
+            seed=int(shapes_seed), image_size=image_size, min_objects=min_objects, max_objects=max_objects,
+            min_size=min_object_size, max_size=max_object_size,
+        )  # fmt: skip
         self.tile_size, self.tile_overlap = int(tile_size), int(tile_overlap)
         # built here so a bad scale list fails at instantiation, not in the first batch
         self.train_tf = train_transform(list(scales), max_size, list(crop_scales or []), crop_min, crop_max, hflip)
@@ -194,10 +195,6 @@ class COCODetectionDataModule(L.LightningDataModule):
         return SOURCES[self.source]
 
     @property
-    def card(self) -> str:
-        return self.DATASETS[self.dataset_name]
-
-    @property
     def label_to_category(self) -> list[int]:
         return list(self.category_ids)
 
@@ -205,7 +202,7 @@ class COCODetectionDataModule(L.LightningDataModule):
     def _layout_dir(self) -> Path:
         """The folder in the shared layout (annotations/instances_{split}.json + {split}/) for embedded/deepforest."""
         if self.source == "embedded":
-            return shapes.shapes_dir(self.data_dir, **self.shape_options)
+            return shapes.shapes_dir(self.data_dir, self.shapes_counts, self.shapes_spec)
         from common.detection.voc import deepforest_dir
 
         return deepforest_dir(self.data_dir, self.root, self.tile_size, self.tile_overlap)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,12 +187,49 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
 
 
-def write_split(target: Path, split: str, count: int, seed: int, photos: list[np.ndarray], progress=None, **kw) -> dict:
+@dataclass(frozen=True)
+class ShapesSpec:
+    """The generator settings of one shapes set (everything but the split sizes); bad values raise ConfigError.
+
+    seed: the set's seed; image_size: image side in px; min/max_objects: objects per image (a crowded image may
+    get fewer); min/max_size: a shape's circumscribed diameter in px.
+    """
+
+    seed: int = 0
+    image_size: int = 128
+    min_objects: int = 1
+    max_objects: int = 4
+    min_size: int = 12
+    max_size: int = 60
+
+    def __post_init__(self):
+        check_range("image_size", self.image_size, 32)
+        check_range("min_objects", self.min_objects, 0)
+        check_range("max_objects", self.max_objects, max(1, self.min_objects))
+        check_range("min_size", self.min_size, 4)
+        check_range("max_size", self.max_size, self.min_size, self.image_size)
+
+    def render_options(self) -> dict:
+        """The keyword arguments of `render_image`."""
+        return {k: v for k, v in asdict(self).items() if k != "seed"}
+
+    def folder_name(self, counts: dict[str, int]) -> str:
+        """The build folder's name: it encodes every setting, so a cached set is reused only for the same ones.
+        Keep it stable: existing caches are found by this name."""
+        return (
+            f"shapes_v{FORMAT_VERSION}_s{self.seed}_{self.image_size}px_{counts['train']}-{counts['val']}-{counts['test']}"
+            f"_o{self.min_objects}-{self.max_objects}_z{self.min_size}-{self.max_size}"
+        )
+
+
+def write_split(
+    target: Path, split: str, count: int, spec: ShapesSpec, photos: list[np.ndarray], progress=None
+) -> dict:
     """Draw `count` images of `split` into `target/split/` and return its COCO dict."""
     (target / split).mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(count):
-        image, objects = render_image(image_rng(seed, split, index), photos, **kw)
+        image, objects = render_image(image_rng(spec.seed, split, index), photos, **spec.render_options())
         file_name = f"{index:06d}.png"
         Image.fromarray(image).save(target / split / file_name, compress_level=1)
         h, w = image.shape[:2]
@@ -209,61 +247,29 @@ def write_split(target: Path, split: str, count: int, seed: int, photos: list[np
             )
         if progress is not None:
             progress()
-    info = {"description": "manyheads embedded detection shapes", "version": FORMAT_VERSION, "seed": seed}
+    info = {"description": "manyheads embedded detection shapes", "version": FORMAT_VERSION, "seed": spec.seed}
     return {"info": info, "images": images, "annotations": annotations, "categories": categories()}
 
 
-def build_shapes(
-    target: Path,
-    counts: dict[str, int],
-    seed: int = 0,
-    image_size: int = 128,
-    min_objects: int = 1,
-    max_objects: int = 4,
-    min_size: int = 12,
-    max_size: int = 60,
-    show_progress: bool = True,
-) -> None:
+def build_shapes(target: Path, counts: dict[str, int], spec: ShapesSpec, show_progress: bool = True) -> None:
     """Write all splits into `target` (called by build_once on a temporary folder)."""
     from rich.progress import Progress
 
     photos = load_backgrounds()
-    kw = dict(image_size=image_size, min_objects=min_objects, max_objects=max_objects, min_size=min_size)
-    kw["max_size"] = max_size
     (target / "annotations").mkdir(parents=True, exist_ok=True)
     with Progress(disable=not show_progress, transient=True) as bar:
         task = bar.add_task("building detection_shapes", total=sum(counts.values()))
         for split in SPLITS:
-            coco = write_split(target, split, counts[split], seed, photos, lambda: bar.advance(task), **kw)
+            coco = write_split(target, split, counts[split], spec, photos, lambda: bar.advance(task))
             (target / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
 
 
 def shapes_dir(
-    data_dir: str | Path,
-    counts: dict[str, int],
-    seed: int = 0,
-    image_size: int = 128,
-    min_objects: int = 1,
-    max_objects: int = 4,
-    min_size: int = 12,
-    max_size: int = 60,
-    show_progress: bool = True,
+    data_dir: str | Path, counts: dict[str, int], spec: ShapesSpec = ShapesSpec(), show_progress: bool = True
 ) -> Path:
-    """Build (once) and return the folder of the shapes set with these settings; its name encodes them."""
-    check_range("image_size", image_size, 32)
-    check_range("min_objects", min_objects, 0)
-    check_range("max_objects", max_objects, max(1, min_objects))
-    check_range("min_size", min_size, 4)
-    check_range("max_size", max_size, min_size, image_size)
+    """Build (once) and return the folder of the shapes set with `counts` images per split and settings `spec`."""
     for split in SPLITS:
         check_range(f"num_{split}", counts[split], 1)
-    name = (
-        f"shapes_v{FORMAT_VERSION}_s{seed}_{image_size}px_{counts['train']}-{counts['val']}-{counts['test']}"
-        f"_o{min_objects}-{max_objects}_z{min_size}-{max_size}"
-    )
     return build_once(
-        Path(data_dir) / name,
-        lambda tmp: build_shapes(
-            tmp, counts, seed, image_size, min_objects, max_objects, min_size, max_size, show_progress
-        ),
+        Path(data_dir) / spec.folder_name(counts), lambda tmp: build_shapes(tmp, counts, spec, show_progress)
     )

@@ -25,6 +25,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Subset
 
 from common.data.cache import build_once
+from common.data.cards import DataCardMixin
 from common.errors import ConfigError, DatasetError, check_choice, check_range
 from common.vision import cifar, folder
 from common.vision.datasets import ArrayDataset, EpochShuffle, FileDataset
@@ -71,7 +72,7 @@ def unpack_fashion_mnist(source: Path, target: Path) -> None:
         np.savez(target / f"{split}.npz", images=images, labels=labels)
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
+class ImageClassificationDataModule(DataCardMixin, L.LightningDataModule):
     DATASETS = {
         "fashion_mnist": "fashion_mnist",
         "mnist": "mnist_format",
@@ -142,10 +143,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
     @property
     def dataset_name(self) -> str:
         return self.dataset
-
-    @property
-    def card(self) -> str:
-        return self.DATASETS[self.dataset]
 
     # ---- loading ----------------------------------------------------------------------------------
     def _embedded_dir(self) -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import timm
 import torch
+from timm.layers import trunc_normal_
 from timm.models import register_model
 from torch import nn
 
@@ -57,6 +58,25 @@ class ImageClassifier(nn.Module):
             "classes": list(self.class_names),
             "normalize": {"mean": MEAN, "std": STD, "range": "pixels / 255, then (x - mean) / std"},
         }
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """ViT/DeiT init for `model.apply(init_vit_weights)`: truncated normal (std 0.02) linear weights, zero
+    biases, unit LayerNorms; every other layer keeps its own init.
+
+    Not timm's `init_weights_vit_timm`: that one also calls `reset_parameters()` on every other layer (so
+    convolutions are drawn again and a fixed seed gives other weights) and `init_weights()` on
+    layers that have one, and leaves LayerNorms to their reset.
+    """
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        if module.weight is not None:  # None when elementwise_affine=False
+            nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def create_classifier(

@@ -13,7 +13,7 @@ from PIL import Image
 
 from common.pipeline.export import load
 from common.vision.data import FASHION_MNIST_PACKAGE
-from tests.conftest import run_cli
+from tests.conftest import run_cli, side_by_side
 
 pytestmark = pytest.mark.skipif(not FASHION_MNIST_PACKAGE.is_dir(), reason="dataset-fashion-mnist not installed")
 
@@ -43,10 +43,12 @@ def test_train_eval_export_predict(tmp_path, data_dir):
     assert set(metrics["test"]) >= {"acc", "acc_top5", "loss"} and set(metrics["val"]) >= {"acc", "acc_top5"}
     assert 0.0 <= metrics["test"]["acc"] <= metrics["test"]["acc_top5"] <= 1.0
 
-    proc = run_cli("evaluate", "app=biformer", f"data.data_dir={data_dir}", root=tmp_path)
+    proc, _ = side_by_side(  # evaluate and export each read the checkpoint on their own
+        lambda: run_cli("evaluate", "app=biformer", f"data.data_dir={data_dir}", root=tmp_path),
+        lambda: run_cli("export", "app=biformer", root=tmp_path),
+    )
     assert "test:" in proc.stdout
 
-    run_cli("export", "app=biformer", root=tmp_path)
     export_dir = tmp_path / "exports" / "biformer"
     info = json.loads((export_dir / "export.json").read_text())
     assert info["graph"]["format"] == "onnx", info["graph"]  # BRA's top-k and gather export

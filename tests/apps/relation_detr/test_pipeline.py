@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from common.pipeline.export import load
-from tests.conftest import run_cli
+from tests.conftest import run_cli, side_by_side
 
 TINY = [
     "app=relation_detr",
@@ -48,10 +48,12 @@ def test_train_eval_export_predict(tmp_path):
     header = (run / "logs" / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss_hybrid" in header  # the one-to-many branch trained
 
-    proc = run_cli("evaluate", "app=relation_detr", *TINY[1:9], root=tmp_path)
+    proc, _ = side_by_side(  # evaluate and export each read the checkpoint on their own
+        lambda: run_cli("evaluate", "app=relation_detr", *TINY[1:9], root=tmp_path),
+        lambda: run_cli("export", "app=relation_detr", root=tmp_path),
+    )
     assert "test:" in proc.stdout
 
-    run_cli("export", "app=relation_detr", root=tmp_path)
     export_dir = tmp_path / "exports" / "relation_detr"
     info = json.loads((export_dir / "export.json").read_text())
     assert info["graph"]["format"] == "onnx", info["graph"]  # the relation bias exports (explicit attention)

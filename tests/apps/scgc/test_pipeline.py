@@ -3,6 +3,7 @@ resumes to the same result; bad config values and datasets fail clearly."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import yaml
 
 from common.pipeline.export import load
 from common.pipeline.safety import load_checkpoint
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, side_by_side
 
 # A small SCGC run: the digits kNN graph, a few epochs, a short pre-training.
 SMALL = [
@@ -29,17 +30,22 @@ SMALL = [
     "callbacks.progress_bar=null",
 ]
 RESUME_TOLERANCE = 1e-6  # absolute, on every test metric: CPU float32, same seed, same ops
+EPOCHS = 8  # of the shared run: long enough to kill a second run of the same arguments in the middle
+WHOLE = [*SMALL, "seed=7"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """(root, metrics.json) of one uninterrupted run of WHOLE for EPOCHS epochs: the run folder that the contract
+    and export tests read, and the reference result of the killed-run test."""
     root = tmp_path_factory.mktemp("scgc")
-    run_cli("train", *SMALL, "max_epochs=3", root=root)
-    return root
+    run_cli("train", *WHOLE, f"max_epochs={EPOCHS}", root=root)
+    return root, json.loads(next((root / "runs" / "scgc").glob("2*/metrics.json")).read_text())
 
 
 def test_run_folder_contract(trained):
-    run = (trained / "runs" / "scgc" / "latest").resolve()
+    root, _ = trained
+    run = (root / "runs" / "scgc" / "latest").resolve()
     for rel in (
         "config.yaml",
         ".hydra/config.yaml",
@@ -66,7 +72,7 @@ def test_run_folder_contract(trained):
         "device",
         "versions",
     }
-    assert metrics["app"] == "scgc" and metrics["dataset"] == "digits_knn" and metrics["epochs"] == 3
+    assert metrics["app"] == "scgc" and metrics["dataset"] == "digits_knn" and metrics["epochs"] == EPOCHS
     assert set(metrics["test"]) >= {"acc", "nmi", "ari", "f1"}
     assert metrics["monitor"]["name"] == "train/loss" and metrics["monitor"]["best"] is not None
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -75,19 +81,19 @@ def test_run_folder_contract(trained):
     assert ckpt["manyheads"]["config"]["app_name"] == "scgc"
 
 
-def test_resume_eval_export_predict(trained, tmp_path):
-    run = (trained / "runs" / "scgc" / "latest").resolve()
-    run_cli("train", *SMALL, "max_epochs=5", "ckpt_path=last", root=trained)
-    assert (trained / "runs" / "scgc" / "latest").resolve() == run  # resumed in its own folder
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == 5
-
-    proc = run_cli("evaluate", "app=scgc", root=trained)
+def test_eval_export_predict(trained, tmp_path):
+    """(`ckpt_path=last` resuming in the run's own folder is test_killed_run_resumes_to_the_uninterrupted_result's.)"""
+    root, _ = trained
+    run = (root / "runs" / "scgc" / "latest").resolve()
+    proc, _ = side_by_side(  # evaluate and export each read the checkpoint on their own
+        lambda: run_cli("evaluate", "app=scgc", root=root),
+        lambda: run_cli("export", "app=scgc", root=root),
+    )
     assert "test:" in proc.stdout
-    evals = sorted((trained / "runs" / "scgc" / "evaluate").glob("*/metrics.json"))
+    evals = sorted((root / "runs" / "scgc" / "evaluate").glob("*/metrics.json"))
     assert evals and set(json.loads(evals[-1].read_text())["test"]) >= {"acc", "nmi"}
 
-    run_cli("export", "app=scgc", root=trained)
-    export_dir = trained / "exports" / "scgc"
+    export_dir = root / "exports" / "scgc"
     for name in ("model.safetensors", "model.yaml", "export.json", "README.md"):
         assert (export_dir / name).is_file(), name
     info = json.loads((export_dir / "export.json").read_text())
@@ -116,11 +122,9 @@ def test_resume_eval_export_predict(trained, tmp_path):
     assert len(lines) == 51
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    args = [*SMALL, "max_epochs=12", "seed=7"]
-    whole = tmp_path / "whole"
-    run_cli("train", *args, root=whole)
-    expected = json.loads(next((whole / "runs" / "scgc").glob("*/metrics.json")).read_text())
+def test_killed_run_resumes_to_the_uninterrupted_result(trained, tmp_path):
+    _, expected = trained  # the same arguments, run without interruption
+    args = [*WHOLE, f"max_epochs={EPOCHS}"]
 
     killed = tmp_path / "killed"
     env = dict(os.environ, MANYHEADS_ROOT=str(killed))
@@ -144,26 +148,33 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert last is not None and last < 11
+    assert last is not None and last < EPOCHS - 1
     run_dir = next((killed / "runs" / "scgc").glob("2*"))
     assert not (run_dir / "metrics.json").exists()
 
     run_cli("train", *args, "ckpt_path=last", root=killed)
+    assert (killed / "runs" / "scgc" / "latest").resolve() == run_dir  # resumed in its own folder
     resumed = json.loads((run_dir / "metrics.json").read_text())
-    assert resumed["epochs"] == expected["epochs"] and resumed["steps"] == expected["steps"]
+    assert resumed["epochs"] == expected["epochs"] == EPOCHS and resumed["steps"] == expected["steps"]
     for key, value in expected["test"].items():
         assert abs(resumed["test"][key] - value) <= RESUME_TOLERANCE, key
 
 
 def test_bad_config_value_names_the_key(tmp_path):
-    proc = run_cli("train", *SMALL, "model.variant=nope", root=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert "model.variant='nope'" in proc.stderr and "scgc_star" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    proc = run_cli("train", *SMALL, "module.tau=-1", "test_ckpt=middle", root=tmp_path, check=False)
-    assert proc.returncode == 2 and "test_ckpt='middle'" in proc.stderr and "['best', 'last']" in proc.stderr
-    proc = run_cli("train", *SMALL, "module.tau=-1", root=tmp_path, check=False)
-    assert proc.returncode == 2 and "module.tau=-1" in proc.stderr and "(0.0, inf]" in proc.stderr
+    def train(name, *args):  # each in its own root: the three start side by side
+        return functools.partial(run_cli, "train", *SMALL, *args, root=tmp_path / name, check=False)
+
+    variant, test_ckpt, tau = side_by_side(
+        train("variant", "model.variant=nope"),
+        train("test_ckpt", "module.tau=-1", "test_ckpt=middle"),
+        train("tau", "module.tau=-1"),
+    )
+    assert variant.returncode == 2
+    assert "model.variant='nope'" in variant.stderr and "scgc_star" in variant.stderr
+    assert "Traceback" not in variant.stderr
+    assert test_ckpt.returncode == 2
+    assert "test_ckpt='middle'" in test_ckpt.stderr and "['best', 'last']" in test_ckpt.stderr
+    assert tau.returncode == 2 and "module.tau=-1" in tau.stderr and "(0.0, inf]" in tau.stderr
 
 
 def test_missing_dataset_names_path_and_card(tmp_path):
@@ -176,19 +187,20 @@ def test_missing_dataset_names_path_and_card(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    proc = run_cli("evaluate", "app=scgc", root=tmp_path, check=False)
-    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr and "make train app=scgc" in proc.stderr
-
-
-def test_eval_refuses_a_crafted_checkpoint(tmp_path):
+def test_eval_refuses_a_missing_or_crafted_checkpoint(tmp_path):
+    """Both fail where evaluate resolves and loads its checkpoint; they run side by side, each in its own root."""
     from tests.common.pipeline.test_safety import _RunsCode
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "x": _RunsCode(marker)}, evil)
-    proc = run_cli("evaluate", "app=scgc", f"ckpt={evil}", root=tmp_path, check=False)
-    assert proc.returncode == 2 and "refused to load" in proc.stderr
+    missing, crafted = side_by_side(
+        lambda: run_cli("evaluate", "app=scgc", root=tmp_path / "empty", check=False),
+        lambda: run_cli("evaluate", "app=scgc", f"ckpt={evil}", root=tmp_path, check=False),
+    )
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
+    assert "make train app=scgc" in missing.stderr
+    assert crafted.returncode == 2 and "refused to load" in crafted.stderr
     assert not marker.exists()
 
 

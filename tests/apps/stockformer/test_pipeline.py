@@ -14,7 +14,7 @@ import torch
 from common.errors import DatasetError
 from common.pipeline.export import load
 from common.timeseries.panel import read_sp500_skfolio, skfolio_sp500_path, to_long_frame
-from tests.conftest import run_cli
+from tests.conftest import run_cli, side_by_side
 
 try:
     skfolio_sp500_path()
@@ -52,10 +52,12 @@ def test_train_eval_export_predict(tmp_path):
     assert want <= set(metrics["test"]) and {"ic", "rank_ic", "acc", "sharpe"} <= set(metrics["val"])
     assert -1 <= metrics["test"]["ic"] <= 1 and 0 <= metrics["test"]["acc"] <= 1
 
-    proc = run_cli("evaluate", "app=stockformer", root=tmp_path)
+    proc, _ = side_by_side(  # evaluate and export each read the checkpoint on their own
+        lambda: run_cli("evaluate", "app=stockformer", root=tmp_path),
+        lambda: run_cli("export", "app=stockformer", root=tmp_path),
+    )
     assert "test:" in proc.stdout
 
-    run_cli("export", "app=stockformer", root=tmp_path)
     export_dir = tmp_path / "exports" / "stockformer"
     info = json.loads((export_dir / "export.json").read_text())
     assert info["graph"]["format"] == "onnx", info["graph"]
@@ -74,21 +76,19 @@ def test_train_eval_export_predict(tmp_path):
     np.testing.assert_allclose(got[1], want_up.numpy(), rtol=1e-4, atol=1e-5)
 
     panel = read_sp500_skfolio()
-    csv = tmp_path / "panel.csv"
+    csv, short = tmp_path / "panel.csv", tmp_path / "short.csv"
     to_long_frame(panel.slice(len(panel) - 300, len(panel))).to_csv(csv, index=False)
+    to_long_frame(panel.slice(len(panel) - 100, len(panel))).to_csv(short, index=False)
     out = tmp_path / "pred"
-    proc = run_cli(
-        "predict", "app=stockformer", f"input={csv}", f"export_dir={export_dir}", f"out={out}", root=tmp_path
+    export = f"export_dir={export_dir}"
+    proc, short_proc = side_by_side(  # a good file and a too short one, each predicted in its own root
+        lambda: run_cli("predict", "app=stockformer", f"input={csv}", export, f"out={out}", root=tmp_path),
+        lambda: run_cli("predict", "app=stockformer", f"input={short}", export, root=tmp_path / "b", check=False),
     )
     assert "top-5" in proc.stdout
     table = pd.read_csv(out / "prediction.csv")
     assert len(table) == 20 and table["top_k_pick"].sum() == 5 and table["up_probability"].between(0, 1).all()
     summary = json.loads((out / "prediction.json").read_text())
     assert summary["as_of"] == "2022-12-28" and len(summary["picks"]) == 5 and (out / "prediction.png").is_file()
-
-    short = tmp_path / "short.csv"
-    to_long_frame(panel.slice(len(panel) - 100, len(panel))).to_csv(short, index=False)
-    proc = run_cli(
-        "predict", "app=stockformer", f"input={short}", f"export_dir={export_dir}", root=tmp_path, check=False
-    )
-    assert proc.returncode == 2 and "only 100 dates shared by all tickers" in proc.stdout + proc.stderr
+    assert short_proc.returncode == 2
+    assert "only 100 dates shared by all tickers" in short_proc.stdout + short_proc.stderr

@@ -13,6 +13,7 @@ from common.detection import shapes
 from common.errors import ConfigError
 
 COUNTS = {"train": 6, "val": 3, "test": 3}
+SEED3 = shapes.ShapesSpec(seed=3)
 
 
 def digest(folder) -> dict[str, str]:
@@ -25,18 +26,25 @@ def digest(folder) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    return shapes.shapes_dir(tmp_path_factory.mktemp("a"), COUNTS, seed=3, show_progress=False)
+    return shapes.shapes_dir(tmp_path_factory.mktemp("a"), COUNTS, SEED3, show_progress=False)
 
 
 def test_same_seed_same_bytes_other_seed_other_images(built, tmp_path):
-    again = shapes.shapes_dir(tmp_path / "b", COUNTS, seed=3, show_progress=False)
+    again = shapes.shapes_dir(tmp_path / "b", COUNTS, SEED3, show_progress=False)
     assert digest(built) == digest(again)
-    other = shapes.shapes_dir(tmp_path / "c", COUNTS, seed=4, show_progress=False)
+    other = shapes.shapes_dir(tmp_path / "c", COUNTS, shapes.ShapesSpec(seed=4), show_progress=False)
     assert digest(other)["train/000000.png"] != digest(built)["train/000000.png"]
 
 
+def test_folder_name_encodes_the_settings(built):
+    """The name is the cache key of sets already built on disk: it must not change for the same settings."""
+    assert built.name == "shapes_v2_s3_128px_6-3-3_o1-4_z12-60"
+    spec = shapes.ShapesSpec(seed=1, image_size=96, min_objects=0, max_objects=2, min_size=20, max_size=64)
+    assert spec.folder_name({"train": 10, "val": 2, "test": 1}) == "shapes_v2_s1_96px_10-2-1_o0-2_z20-64"
+
+
 def test_larger_split_only_appends(built, tmp_path):
-    bigger = shapes.shapes_dir(tmp_path / "d", COUNTS | {"train": 8}, seed=3, show_progress=False)
+    bigger = shapes.shapes_dir(tmp_path / "d", COUNTS | {"train": 8}, SEED3, show_progress=False)
     small, big = digest(built), digest(bigger)
     assert all(big[f"train/{i:06d}.png"] == small[f"train/{i:06d}.png"] for i in range(6))
 
@@ -99,6 +107,6 @@ def test_images_are_rgb_png_of_the_set_size(built):
 
 def test_bad_settings_raise_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="max_size"):
-        shapes.shapes_dir(tmp_path, COUNTS, max_size=200)
+        shapes.ShapesSpec(max_size=200)
     with pytest.raises(ConfigError, match="num_val"):
         shapes.shapes_dir(tmp_path, COUNTS | {"val": 0})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from common.pipeline.runs import known_apps
+from tests.conftest import side_by_side
 
 
 def test_missing_app_lists_the_apps(cli, tmp_path):
@@ -15,8 +18,9 @@ def test_missing_app_lists_the_apps(cli, tmp_path):
 
 
 def test_unknown_app_lists_the_apps(cli, tmp_path):
-    for module in ("train", "evaluate", "export", "predict"):
-        proc = cli(module, "app=no_such_app", root=tmp_path, check=False)
+    modules = ("train", "evaluate", "export", "predict")
+    procs = side_by_side(*(functools.partial(cli, m, "app=no_such_app", root=tmp_path, check=False) for m in modules))
+    for proc in procs:
         assert proc.returncode == 2
         assert "unknown app 'no_such_app'" in proc.stderr
         assert all(app in proc.stderr for app in known_apps())

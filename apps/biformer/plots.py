@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from apps.biformer.routing import last_block_routes  # noqa: E402
+from common.pipeline.plots import save_figure  # noqa: E402
 from common.vision.plots import to_display  # noqa: E402
 
 
@@ -49,8 +50,4 @@ def routing_figure(net, image, title: str, path: Path, stage: int | None = None)
         ax.set_ylim(max(img_h, cell_h * n_win), 0)
         ax.set_title(f"query {q}", fontsize=7)
     fig.suptitle(f"{title}\nstage {stage + 1}: {n_win}x{n_win} regions, top-{len(routes[0])} routed (blue)", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from common.pipeline.plots import save_figure  # noqa: E402
+
 
 def metric_by_step(run_dir: Path, metric: str = "val/map_50") -> pd.Series:
     """The metric's logged values indexed by global step, from <run>/logs/csv/metrics.csv."""
@@ -49,12 +51,7 @@ def plot_convergence(series: dict[str, pd.Series], out_png: Path, metric: str = 
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,8 @@ def tsne_plot(z: np.ndarray, clusters: np.ndarray, path: Path, title: str, seed:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from common.pipeline.plots import save_figure
+
     z, clusters = np.asarray(z, dtype=np.float64), np.asarray(clusters)
     if len(z) > max_points:  # t-SNE is O(N log N) but slow on CPU: plot a seeded sample
         keep = np.sort(np.random.default_rng(seed).choice(len(z), max_points, replace=False))
@@ -55,10 +57,7 @@ def tsne_plot(z: np.ndarray, clusters: np.ndarray, path: Path, title: str, seed:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(*sc.legend_elements(), title="cluster", fontsize=7, loc="best", markerscale=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _in_dim(model, spec: dict | None) -> int:

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common.pipeline.plots import save_figure  # noqa: E402
+
 LABELS = {
     "model": "Stockformer top-{k}",
     "equal_weight": "equal weight, buy and hold",
@@ -30,11 +32,7 @@ def plot_equity_curves(results: dict, dates, top_k: int, cost_bps: float, path: 
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_predicted_vs_realised(pred: np.ndarray, target: np.ndarray, path: Path, max_points: int = 20000) -> Path:
@@ -51,11 +49,7 @@ def plot_predicted_vs_realised(pred: np.ndarray, target: np.ndarray, path: Path,
     ax.set_ylabel("realised return over the horizon")
     ax.set_title(f"test: predicted vs realised (pooled Pearson r = {corr:.3f})", fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_prediction_bars(tickers: list[str], returns: np.ndarray, up_prob: np.ndarray, picks: set, path: Path) -> Path:
@@ -70,8 +64,4 @@ def plot_prediction_bars(tickers: list[str], returns: np.ndarray, up_prob: np.nd
     ax.set_title("next-period prediction (green: top-k pick; labels: probability of an up move)", fontsize=9)
     ax.tick_params(axis="x", rotation=90, labelsize=7)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

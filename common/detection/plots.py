@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from common.pipeline.plots import save_figure  # noqa: E402
+
 COLOURS = plt.get_cmap("tab10").colors
 
 
@@ -34,15 +36,6 @@ def draw_detections(ax, image, detections: list[dict], truth: list[dict] | None 
         )  # fmt: skip
     ax.set_title(title, fontsize=8)
     ax.axis("off")
-
-
-def save_figure(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def detections_from(result: dict, class_names: list[str], threshold: float) -> list[dict]:

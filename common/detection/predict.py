@@ -19,11 +19,12 @@ import matplotlib.pyplot as plt
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from common.detection.plots import detections_from, draw_detections, save_figure
+from common.detection.plots import detections_from, draw_detections
 from common.detection.postprocess import postprocess
 from common.detection.transforms import apply, eval_transform
 from common.errors import InputError, check_range
 from common.pipeline.files import write_json
+from common.pipeline.plots import save_figure
 
 EXPECTED = "an image file readable by Pillow (png, jpg, bmp, tif, webp, ...)"
 

@@ -1,4 +1,4 @@
-"""Learning curves drawn from Lightning's CSV log."""
+"""Learning curves drawn from Lightning's CSV log, and the one way every plot is written."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out `fig`, write it to `path` (creating its folder) and close it; returns the path."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def plot_learning_curves(metrics_csv: Path, out_png: Path) -> Path | None:
@@ -34,8 +44,4 @@ def plot_learning_curves(metrics_csv: Path, out_png: Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=100)

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common.pipeline.plots import save_figure  # noqa: E402
+
 
 def _draw(ax, times, truth, forecasts: dict, history, title: str, ylabel: str) -> None:
     if history is not None:
@@ -49,9 +51,4 @@ def plot_forecast(
         truth_part = None if truth is None else np.asarray(truth).reshape(-1)[tail]
         _draw(axes[1, 0], times[tail], truth_part, part, None, f"last {zoom} steps", ylabel)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=100)

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from common.pipeline.plots import save_figure  # noqa: E402
 from common.vision.transforms import MEAN, STD  # noqa: E402
 
 
@@ -41,11 +42,7 @@ def prediction_grid(model, datamodule, path: Path, n: int = 16) -> Path:
         ax.set_title(f"{names[p]}\n(true {names[int(label)]})", fontsize=7, color="k" if p == int(label) else "r")
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def topk_figure(image: torch.Tensor, names: list[str], probs: list[float], title: str, path: Path) -> Path:
@@ -61,8 +58,4 @@ def topk_figure(image: torch.Tensor, names: list[str], probs: list[float], title
     ax_bar.set_xlabel("probability")
     for yi, p in zip(y, probs):
         ax_bar.text(min(p + 0.02, 0.85), yi, f"{p:.3f}", va="center", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from apps.stockformer.factors import MOMENTUM, WARMUP, compute_factors, daily_returns, factor_names
 from common.data.cache import build_once
 from common.data.cards import DataCardMixin
+from common.data.loaders import SplitDataLoaders
 from common.errors import ConfigError, DatasetError, check_choice, check_range
 from common.timeseries.panel import CSV_EXPECTED, Panel, read_panel_csv, read_sp500_skfolio, skfolio_sp500_path
 from common.timeseries.splits import SplitBounds
@@ -113,7 +114,7 @@ class PanelWindows(Dataset):
         }
 
 
-class StockformerDataModule(DataCardMixin, L.LightningDataModule):
+class StockformerDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModule):
     DATASETS = {"sp500_skfolio": "sp500_skfolio", "stock_panel_csv": "stock_panel_csv"}
 
     def __init__(
@@ -256,15 +257,6 @@ class StockformerDataModule(DataCardMixin, L.LightningDataModule):
         return DataLoader(
             self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

@@ -30,6 +30,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from common.data.cards import DataCardMixin
+from common.data.loaders import SplitDataLoaders
 from common.detection import shapes
 from common.detection.evaluator import load_coco
 from common.detection.transforms import apply, collate, eval_transform, train_transform
@@ -105,7 +106,7 @@ def _require(path: Path, expected: str, card: str) -> Path:
     return path
 
 
-class COCODetectionDataModule(DataCardMixin, L.LightningDataModule):
+class COCODetectionDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModule):
     DATASETS = {"detection_shapes": "detection_shapes", "deepforest_trees": "deepforest_trees", "coco2017": "coco2017"}
 
     def __init__(
@@ -283,12 +284,3 @@ class COCODetectionDataModule(DataCardMixin, L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=functools.partial(collate, size_divisibility=self.size_divisibility),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -17,13 +17,14 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from common.data.loaders import SplitDataLoaders
 from common.errors import check_range
 from common.timeseries.splits import SplitBounds, Windows, make_windows, split_by_date, split_by_fraction
 
 SPLITS = ("train", "val", "test")
 
 
-class WindowedSeriesDataModule(L.LightningDataModule):
+class WindowedSeriesDataModule(SplitDataLoaders, L.LightningDataModule):
     """Base for single-series forecasting data. Subclasses implement `load_frame()` and `model_kwargs()`.
 
     Args:
@@ -96,18 +97,10 @@ class WindowedSeriesDataModule(L.LightningDataModule):
         return TensorDataset(torch.from_numpy(w.x), torch.from_numpy(w.y), torch.from_numpy(w.prev))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        # training shuffles windows (SplitDataLoaders): safe, each window is self-contained
         return DataLoader(
             self._dataset(split), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)  # shuffling windows is safe: each is self-contained
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

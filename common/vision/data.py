@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from common.data.cache import build_once
 from common.data.cards import DataCardMixin
+from common.data.loaders import SplitDataLoaders
 from common.errors import ConfigError, DatasetError, check_choice, check_range
 from common.vision import cifar, folder
 from common.vision.datasets import ArrayDataset, EpochShuffle, FileDataset
@@ -72,7 +73,7 @@ def unpack_fashion_mnist(source: Path, target: Path) -> None:
         np.savez(target / f"{split}.npz", images=images, labels=labels)
 
 
-class ImageClassificationDataModule(DataCardMixin, L.LightningDataModule):
+class ImageClassificationDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModule):
     DATASETS = {
         "fashion_mnist": "fashion_mnist",
         "mnist": "mnist_format",
@@ -245,12 +246,3 @@ class ImageClassificationDataModule(DataCardMixin, L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -3,8 +3,9 @@
 python -m benchmarks.gla_profile [--shapes B4-T2048-H16-D128 B8-T1024-H8-D64] [--out FILE.json]
 
 torch.profiler's CUDA time per kernel name (mean over the profiled steps, after warm-up), so the kernels that
-miss fla's speed can be named; then our forward+backward under other launch configs (block sizes, warps) than
-`_configs` picks, timed with `triton.testing.do_bench` and checked against the default config's output.
+miss fla's speed can be named; then our forward+backward under other launch configs (warps and stages per
+kernel from `LAUNCH`, block sizes from `_blocks`) than the defaults, timed with `triton.testing.do_bench` and
+checked against the default config's output.
 Needs CUDA (and fla-core for the fla column).
 """
 
@@ -21,18 +22,23 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.gla_bench import SHAPES, make_inputs, provider_fn
 
 STEPS = 5
-# launch-config changes tried on top of `_configs` (keys as there)
+# launch-config changes tried on top of the defaults: kernel name -> (warps, stages) as in `LAUNCH`, or a
+# block key of `_blocks` -> its size (the list measured on the H200 on 2026-11-29, see benchmarks/README.md)
 VARIANTS = [
-    {"BV": 64},
-    {"BV": 64, "warps": 4},
-    {"warps": 4},
-    {"BK_H": 32},
+    {"BK_A": 32},
+    {"BK_A": 64},
+    {"fwd_a": (2, 1)},
+    {"fwd_a": (8, 1)},
+    {"fwd_o": (4, 3)},
+    {"bwd_intra": (2, 1)},
+    {"bwd_intra": (8, 1)},
+    {"bwd_dv": (8, 2)},
+    {"bwd_inter": (8, 2)},
+    {"bwd_da": (4, 2)},
+    {"fwd_h": (4, 3), "bwd_dh": (4, 3)},
+    {"BK": 32},
+    {"BV": 32},
     {"BV_H": 32},
-    {"BK_H": 32, "BV_H": 32},
-    {"BK_DQK": 64},
-    {"BK_DQK": 64, "warps_dqk": 4},
-    {"BV_DQK": 32},
-    {"BV": 64, "BK_H": 32, "BK_DQK": 64},
 ]
 
 
@@ -58,11 +64,13 @@ def config_sweep(leaves, do) -> list[dict]:
 
     import common.attention.gla.triton as ours
 
-    default_configs = ours._configs
+    default_launch, default_blocks = dict(ours.LAUNCH), ours._blocks
     rows = []
     reference = None
     for change in [{}] + VARIANTS:
-        ours._configs = lambda *a, change=change, **k: {**default_configs(*a, **k), **change}
+        blocks = {key: size for key, size in change.items() if key not in ours.LAUNCH}
+        ours.LAUNCH.update({key: cfg for key, cfg in change.items() if key in ours.LAUNCH})
+        ours._blocks = lambda *a, blocks=blocks: {**default_blocks(*a), **blocks}
         try:
             fn = lambda: ours.gla_chunked_triton(*leaves)[0].backward(do)  # noqa: E731
             for leaf in leaves:
@@ -71,11 +79,13 @@ def config_sweep(leaves, do) -> list[dict]:
             dq = leaves[0].grad.float().clone()
             reference = dq if reference is None else reference
             ms = do_bench(fn, warmup=25, rep=100)
-            rows.append({"change": change, "ms": ms, "dq_max_diff": (dq - reference).abs().max().item()})
+            rows.append({"change": str(change), "ms": ms, "dq_max_diff": (dq - reference).abs().max().item()})
         except Exception as exc:  # noqa: BLE001 - a config the kernels reject is a result too
-            rows.append({"change": change, "error": f"{type(exc).__name__}: {exc}"[:200]})
+            rows.append({"change": str(change), "error": f"{type(exc).__name__}: {exc}"[:200]})
         finally:
-            ours._configs = default_configs
+            ours.LAUNCH.clear()
+            ours.LAUNCH.update(default_launch)
+            ours._blocks = default_blocks
         print("  config", rows[-1])
     return rows
 

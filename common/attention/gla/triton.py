@@ -1,20 +1,20 @@
-"""Chunked GLA in Triton, forward and backward: `gla_chunked_triton` (the only module that imports triton).
+"""Chunked GLA in Triton, forward and backward, structured as fla's chunk_gla: `gla_chunked_triton` (the only
+module that imports triton; same contract as `reference.gla_chunked_torch`, fla's layout).
 
-Same contract as `reference.gla_chunked_torch` (fla's layout): q, k, g: [B, T, H, K]; v: [B, T, H, V];
-g = log-space forget gates (<= 0); initial_state [B or 1, H, K, V]; returns o [B, T, H, V] in q's
-dtype and, with output_final_state, the final state [B, H, K, V] in float32. Gradients flow to q, k, v,
-g and initial_state. K <= 256 (one key block per program); V any size (blocked); T any length.
+q, k, g: [B, T, H, K]; v: [B, T, H, V]; g = log-space forget gates (<= 0); initial_state [B or 1, H, K, V];
+returns o [B, T, H, V] in q's dtype and, with output_final_state, the final state [B, H, K, V] float32.
+Gradients flow to q, k, v, g and initial_state. K <= 256; V any size; T any length.
 
-Design (chunks of 64, sub-chunks of 16; kernels in `triton_kernels.py`):
-    forward:  fwd_h (per-chunk states h, sequential over chunks, grid over K and V blocks and B*H),
-              fwd_o (outputs, parallel over chunks). Saved for backward: the inputs, h ([B, H, NT, K, V]
-              in the input dtype) and the final state (fp32). No other intermediates (b = cumsum(g)
-              and the intra-chunk maps are recomputed where needed).
-    backward: bwd_dh (state gradients dh [B, H, NT, K, V], reverse), bwd_dqk (dq, dk and the in-chunk
-              reverse cumsum of dg, kept fp32 for bf16/fp16 inputs, and per-chunk totals [B*H, NT, K]
-              fp32), a tiny torch suffix sum over chunks, bwd_dv (dv, and adds each chunk's suffix to
-              dg, rounding it once).
-All exponents are <= 0 (decays split at a sub-chunk boundary, diagonal 16 x 16 blocks exact).
+Design (chunks of C = 64, sub-chunks of S = 16): the intra-chunk map is built once per pass, then the
+parallel kernels are matmuls over it.
+    forward:  cumsum (gcs = chunk-local cumsum of g, fp32), fwd_h (states h entering each chunk),
+              fwd_a (A [B*H, NT, C, C] fp32, scale folded in), fwd_o (o = (q e^gcs) h + A v).
+              Saved: q, k, v, g, gcs, A, h (input dtype), ht.
+    backward: bwd_dh (state gradients), bwd_da (dA = scale do v^T, lower triangle), bwd_dv
+              (A^T do + (k e^{b_C - b}) dh), bwd_intra (dq, dk from dA, fp32), bwd_inter (+ do h^T, v dh^T,
+              and dg: in-chunk reverse cumsum of q dq - k dk plus dL/d(chunk decay); no cross-chunk pass).
+Kernels: `triton_state.py` (helpers, cumsum, the two sequential state passes), `triton_fwd.py`, `triton_bwd.py`.
+All exponents are <= 0 (sub-chunk reference rows; the 16 x 16 diagonal blocks exact, row by row).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from common.attention.dispatch import interpreting
-from common.attention.gla import triton_kernels as kern
+from common.attention.gla import triton_bwd, triton_fwd, triton_state
 
 CHUNK, SUB = 64, 16
 MAX_K = 256
@@ -38,12 +38,10 @@ def _pow2(n: int, low: int = 16) -> int:
 
 
 def _dot_dtype(dtype: torch.dtype):
-    """(operand dtype, precision) of the kernels' dots: the input dtype; float32 as "tf32x3" on a GPU
-    (three tf32 MMAs, ~fp32 accurate; plain "ieee" FMA dots spill kilobytes of registers here).
-
-    The CPU interpreter's bf16/fp16 tl.dot is wrong (triton 3.8): there operands are rounded to the input
-    dtype and multiplied in float32 ("emulate"), which gives the GPU's numbers.
-    """
+    """(operand dtype, precision) of the kernels' dots: the input dtype; fp32 as "tf32x3" on a GPU (plain
+    "ieee" dots were no more exact for dg at strong gates on the H200); under the CPU interpreter (whose
+    bf16/fp16 tl.dot is wrong, triton 3.8) "emulate": operands rounded to the input dtype and multiplied in
+    float32, the GPU's numbers."""
     if interpreting():
         return _TL_DTYPES[dtype], "emulate"
     if dtype == torch.float32:
@@ -51,29 +49,50 @@ def _dot_dtype(dtype: torch.dtype):
     return _TL_DTYPES[dtype], "tf32"
 
 
-def _configs(k_dim: int, v_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
-    """Fixed launch configs keyed on the head dims (no autotuning: GPU time is scarce).
+# (num_warps, num_stages) per kernel, fixed (no autotuning: GPU time is scarce). Chosen on the H200
+# (benchmarks/gla_profile.py sweep, B4-T2048-H16-D128 and B8-T2048-H32-D256, 2026-11-29): fwd_a, bwd_dv and
+# bwd_inter at 4 warps beat 8 by 4-9% (ptxas predicts some spills for 64 x 64 tiles at 4 warps; the
+# measured time wins); the rest as first compiled.
+LAUNCH = dict(
+    cumsum=(4, 1),
+    fwd_h=(4, 2),
+    fwd_a=(4, 1),
+    fwd_o=(8, 2),
+    bwd_dh=(4, 2),
+    bwd_da=(8, 2),
+    bwd_dv=(4, 3),
+    bwd_intra=(4, 1),
+    bwd_inter=(4, 2),
+)
 
-    State kernels (fwd_h, bwd_dh): K and V in blocks of <= 64 (more programs for the sequential scan),
-    2 stages to prefetch the next chunk. Parallel kernels: the whole key dim (BK >= K); fwd_o and
-    bwd_dv take V in blocks of up to 128 (the intra-chunk map is recomputed per V block, so one block
-    when V <= 128; 64 at K = 256 to bound registers), bwd_dqk takes K in blocks of up to 128 and loops
-    over V in blocks of 64; 8 warps from 64 x 64 tiles on; 1 stage (short V loops; keeps shared memory
-    well under 228 KB). Register use checked by compiling for sm_90 (ptxas): no or small spills for
-    bf16/fp16. float32 (exact "ieee" dots on CUDA cores, a testing/reference path) takes halved blocks.
-    """
-    bk = _pow2(k_dim)
-    wide = 128 if bk <= 128 and dtype != torch.float32 else 64
-    bv = min(_pow2(v_dim), wide)
+
+def _launch(name: str) -> dict:
+    warps, stages = LAUNCH[name]
+    return dict(num_warps=warps, num_stages=stages)
+
+
+def _fine_prec(dtype: torch.dtype) -> str:
+    """Precision of the products with the intra-chunk maps A and dA (float32 operands): tf32 for bf16/fp16
+    inputs, as fla does (bf16 there costs dg its in-chunk cancellation), "tf32x3" for fp32; the interpreter
+    emulates both ("emulate_tf32" truncates the operands to tf32)."""
+    if interpreting():
+        return "emulate" if dtype == torch.float32 else "emulate_tf32"
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _blocks(k_dim: int, v_dim: int, dtype: torch.dtype) -> dict:
+    """Fixed launch blocks keyed on the head dims (no autotuning). The parallel kernels take K and V in
+    blocks of at most 64 (a loop inside where a kernel needs the whole dim), so registers stay bounded at
+    K = V = 256 and D = 128 gives 2 V-block programs per chunk in fwd_o / bwd_dv, 2 K-block programs in
+    bwd_inter; float32 (exact "tf32x3" dots, a testing path) takes blocks of 32, where 64 spills. fwd_a
+    (BK_A) takes K <= 128 whole (7% faster at D = 128 on the H200), 64 above. The state passes take <= 64."""
+    wide = 32 if dtype == torch.float32 else 64
     return dict(
-        BK=bk,
-        BV=bv,
-        BK_DQK=min(bk, wide),
-        BV_DQK=min(_pow2(v_dim), 64),
-        BK_H=min(bk, 64),
+        BK=min(_pow2(k_dim), wide),
+        BV=min(_pow2(v_dim), wide),
+        BK_H=min(_pow2(k_dim), 64),
         BV_H=min(_pow2(v_dim), 64),
-        warps=8 if bk * bv >= 64 * 64 else 4,
-        warps_dqk=8 if bk >= 64 else 4,
+        BK_A=min(_pow2(k_dim), wide if dtype == torch.float32 or k_dim > 128 else 128),
     )
 
 
@@ -102,143 +121,89 @@ def _check(q, k, v, g, initial_state) -> None:
             raise ValueError(f"gla (triton): initial_state is on {initial_state.device}, q on {q.device}")
 
 
-def _constexprs(q: torch.Tensor, v: torch.Tensor) -> dict:
-    """The compile-time arguments every GLA kernel takes: heads, key/value widths, chunk, dot dtype/precision."""
+def _dims(q: torch.Tensor, v: torch.Tensor) -> dict:
+    """Compile-time arguments of every kernel here: heads, key/value widths, chunk, dot dtype/precision."""
     dt, prec = _dot_dtype(q.dtype)
     return dict(H=q.shape[2], K=q.shape[3], V=v.shape[-1], C=CHUNK, DT=dt, PREC=prec)
 
 
 def _forward(q, k, v, g, h0, scale):
-    """Returns o [B, T, H, V], h [B, H, NT, K, V] (input dtype), ht [B, H, K, V] fp32."""
+    """Returns o [B, T, H, V]; gcs [B, T, H, K] fp32; A [B*H, NT, C, C] fp32; h [B, H, NT, K, V]; ht fp32."""
     b, t, nh, dk = q.shape
     dv = v.shape[-1]
     nt = triton.cdiv(t, CHUNK)
-    cfg = _configs(dk, dv, q.dtype)
-    dims = _constexprs(q, v)
+    blk = _blocks(dk, dv, q.dtype)
+    dims = _dims(q, v)
+    gcs = g.new_empty(g.shape, dtype=torch.float32)
+    triton_state.cumsum_kernel[(triton.cdiv(dk, blk["BK"]), nt, b * nh)](
+        g, gcs, t, H=nh, K=dk, C=CHUNK, BK=blk["BK"], **_launch("cumsum")
+    )
     h = q.new_empty(b, nh, nt, dk, dv)
     ht = q.new_empty(b, nh, dk, dv, dtype=torch.float32)
-    o = v.new_empty(b, t, nh, dv)
     h0_arg = h0 if h0 is not None else ht  # never read without HAS_H0
     h0_bstride = 0 if h0 is None or h0.shape[0] == 1 else nh * dk * dv
-    grid = (triton.cdiv(dk, cfg["BK_H"]), triton.cdiv(dv, cfg["BV_H"]), b * nh)
-    kern.fwd_h_kernel[grid](
-        k,
-        v,
-        g,
-        h0_arg,
-        h,
-        ht,
-        t,
-        nt,
-        h0_bstride,
-        **dims,
-        BK=cfg["BK_H"],
-        BV=cfg["BV_H"],
-        HAS_H0=h0 is not None,
-        num_warps=4,
-        num_stages=2,
+    triton_state.fwd_h_kernel[(triton.cdiv(dk, blk["BK_H"]), triton.cdiv(dv, blk["BV_H"]), b * nh)](
+        k, v, g, h0_arg, h, ht, t, nt, h0_bstride, **dims, BK=blk["BK_H"], BV=blk["BV_H"], HAS_H0=h0 is not None,
+        **_launch("fwd_h"),
+    )  # fmt: skip
+    a = q.new_empty(b * nh, nt, CHUNK, CHUNK, dtype=torch.float32)
+    triton_fwd.fwd_a_kernel[(CHUNK // SUB, nt, b * nh)](
+        q, k, g, a, scale, t, nt, H=nh, K=dk, C=CHUNK, S=SUB, BK=blk["BK_A"], PREC_FINE=_fine_prec(q.dtype),
+        **_launch("fwd_a"),
+    )  # fmt: skip
+    o = v.new_empty(b, t, nh, dv)
+    triton_fwd.fwd_o_kernel[(triton.cdiv(dv, blk["BV"]), nt, b * nh)](
+        q, v, gcs, h, a, o, scale, t, nt, **dims, BK=blk["BK"], BV=blk["BV"], **_launch("fwd_o")
     )
-    grid = (triton.cdiv(dv, cfg["BV"]), nt, b * nh)
-    kern.fwd_o_kernel[grid](
-        q,
-        k,
-        v,
-        g,
-        h,
-        o,
-        scale,
-        t,
-        nt,
-        **dims,
-        S=SUB,
-        BK=cfg["BK"],
-        BV=cfg["BV"],
-        num_warps=cfg["warps"],
-        num_stages=1,
-    )
-    return o, h, ht
+    return o, gcs, a, h, ht
 
 
-def _backward(q, k, v, g, h, ht, do, dht, scale):
+def _backward(q, k, v, g, gcs, a, h, do, dht, scale):
     """Returns dq, dk, dv, dg (input dtypes) and dh0 [B, H, K, V] fp32."""
     b, t, nh, dk = q.shape
     dv_dim = v.shape[-1]
     nt = triton.cdiv(t, CHUNK)
-    cfg = _configs(dk, dv_dim, q.dtype)
-    dims = _constexprs(q, v)
+    blk = _blocks(dk, dv_dim, q.dtype)
+    dims = _dims(q, v)
     dh = q.new_empty(b, nh, nt, dk, dv_dim)
     dh0 = q.new_empty(b, nh, dk, dv_dim, dtype=torch.float32)
-    grid = (triton.cdiv(dk, cfg["BK_H"]), triton.cdiv(dv_dim, cfg["BV_H"]), b * nh)
-    kern.bwd_dh_kernel[grid](
-        q,
-        g,
-        do,
-        dht if dht is not None else dh0,
-        dh,
-        dh0,
-        scale,
-        t,
-        nt,
-        **dims,
-        BK=cfg["BK_H"],
-        BV=cfg["BV_H"],
-        HAS_DHT=dht is not None,
-        num_warps=4,
-        num_stages=2,
-    )
-    dq, dk_, dg = torch.empty_like(q), torch.empty_like(k), torch.empty_like(g)
-    # the in-chunk part of dg stays float32 until the cross-chunk suffix is added (in place for fp32)
-    dg_loc = dg if g.dtype == torch.float32 else g.new_empty(g.shape, dtype=torch.float32)
-    dg_tot = q.new_empty(b * nh, nt, dk, dtype=torch.float32)
-    kern.bwd_dqk_kernel[(triton.cdiv(dk, cfg["BK_DQK"]), nt, b * nh)](
-        q,
-        k,
-        v,
-        g,
-        h,
-        do,
-        dh,
-        dq,
-        dk_,
-        dg_loc,
-        dg_tot,
-        scale,
-        t,
-        nt,
-        **dims,
-        S=SUB,
-        BK=cfg["BK_DQK"],
-        BV=cfg["BV_DQK"],
-        num_warps=cfg["warps_dqk"],
-        num_stages=1,
-    )
-    # dL/dg at each next chunk's first token: the later chunks' totals plus the final-state term. That
-    # term takes dht as stored in dh (rounded to the input dtype), as the last chunk's dk did: the two
-    # nearly cancel, and rounding only one of them would leave its rounding error in every dg.
-    dg_suffix = dg_tot.flip(1).cumsum(1).flip(1) - dg_tot
-    if dht is not None:
-        dg_suffix += (ht * dh[:, :, -1].float()).sum(-1).view(b * nh, 1, dk)
+    triton_state.bwd_dh_kernel[(triton.cdiv(dk, blk["BK_H"]), triton.cdiv(dv_dim, blk["BV_H"]), b * nh)](
+        q, g, do, dht if dht is not None else dh0, dh, dh0, scale, t, nt, **dims, BK=blk["BK_H"], BV=blk["BV_H"],
+        HAS_DHT=dht is not None, **_launch("bwd_dh"),
+    )  # fmt: skip
+    da = q.new_empty(b * nh, nt, CHUNK, CHUNK, dtype=torch.float32)
+    triton_bwd.bwd_da_kernel[(nt, b * nh)](
+        v, do, da, scale, t, nt, H=nh, V=dv_dim, C=CHUNK, BV=blk["BV"], DT=dims["DT"], PREC=dims["PREC"],
+        **_launch("bwd_da"),
+    )  # fmt: skip
     dv = torch.empty_like(v)
-    kern.bwd_dv_kernel[(triton.cdiv(dv_dim, cfg["BV"]), nt, b * nh)](
-        q,
+    triton_bwd.bwd_dv_kernel[(triton.cdiv(dv_dim, blk["BV"]), nt, b * nh)](
         k,
         g,
         do,
         dh,
+        a,
         dv,
-        dg_loc,
-        dg,
-        dg_suffix,
-        scale,
         t,
         nt,
         **dims,
-        S=SUB,
-        BK=cfg["BK"],
-        BV=cfg["BV"],
-        num_warps=cfg["warps"],
-        num_stages=1,
+        BK=blk["BK"],
+        BV=blk["BV"],
+        PREC_FINE=_fine_prec(q.dtype),
+        **_launch("bwd_dv"),
     )
+    dq_intra = q.new_empty(q.shape, dtype=torch.float32)
+    dk_intra = q.new_empty(q.shape, dtype=torch.float32)
+    nc = CHUNK // SUB
+    triton_bwd.bwd_intra_kernel[(triton.cdiv(dk, blk["BK"]) * nc, nt, b * nh)](
+        q, k, g, da, dq_intra, dk_intra, t, nt, H=nh, K=dk, C=CHUNK, S=SUB, NC=nc, BK=blk["BK"],
+        PREC_FINE=_fine_prec(q.dtype), **_launch("bwd_intra"),
+    )  # fmt: skip
+    dq, dk_, dg = torch.empty_like(q), torch.empty_like(k), torch.empty_like(g)
+    triton_bwd.bwd_inter_kernel[(triton.cdiv(dk, blk["BK"]), nt, b * nh)](
+        q, k, v, g, gcs, h, do, dh, dq_intra, dk_intra, dq, dk_, dg, scale, t, nt, **dims, BK=blk["BK"],
+        BV=blk["BV"], **_launch("bwd_inter"),
+    )  # fmt: skip
     return dq, dk_, dv, dg, dh0
 
 
@@ -247,9 +212,9 @@ class _ChunkGLAFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, g, initial_state, scale, output_final_state):
         q, k, v, g = (x.contiguous() for x in (q, k, v, g))
         h0 = None if initial_state is None else initial_state.contiguous()
-        o, h, ht = _forward(q, k, v, g, h0, scale)
+        o, gcs, a, h, ht = _forward(q, k, v, g, h0, scale)
         ctx.set_materialize_grads(False)  # an unused final state gives dht = None, not a zeros tensor
-        ctx.save_for_backward(q, k, v, g, h, ht)
+        ctx.save_for_backward(q, k, v, g, gcs, a, h)
         ctx.scale = scale
         ctx.h0_meta = None if initial_state is None else (initial_state.shape, initial_state.dtype)
         if not output_final_state:
@@ -258,10 +223,10 @@ class _ChunkGLAFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, g, h, ht = ctx.saved_tensors
+        q, k, v, g, gcs, a, h = ctx.saved_tensors
         do = torch.zeros_like(v) if do is None else do
         dq, dk, dv, dg, dh0 = _backward(
-            q, k, v, g, h, ht, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale
+            q, k, v, g, gcs, a, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale
         )
         d_init = None
         if ctx.h0_meta is not None:

@@ -1,0 +1,238 @@
+"""Backward parallel kernels of chunked GLA: dA once, then dv, dq/dk (intra) and dq/dk/dg (inter) from it.
+
+dA [B*H, NT, C, C] float32 = scale * (do v^T), lower-triangular per chunk (zeros elsewhere, every entry
+written). With A[t, s] = scale q_t . (k_s e^{b_t - b_s}) (s <= t, b = chunk-local cumsum of g):
+    dv_s = sum_t A[t, s] do_t + (k_s e^{b_C - b_s}) dh_c                       (bwd_dv)
+    dq_t = sum_s dA[t, s] k_s e^{b_t - b_s} + scale e^{b_t} do_t h_c^T           (bwd_intra + bwd_inter)
+    dk_s = sum_t dA[t, s] q_t e^{b_t - b_s} + e^{b_C - b_s} v_s dh_c^T
+    dg_t = sum_{u >= t in chunk} (q_u dq_u - k_u dk_u) + e^{b_C} sum_v h_c dh_c + sum_s k_s dk^inter_s
+h_c is the state entering chunk c, dh_c the gradient of the state after it: the last two terms are dL/db_C
+(the chunk's total decay), so dg needs nothing from other chunks. Exponents stay <= 0 as in the forward
+(sub-chunk reference rows, exact diagonal blocks; b_C - b_s as a reverse cumsum of g, free of cancellation).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from common.attention.gla.triton_state import _dot, _dot_fine, _rows, _to
+
+
+@triton.jit
+def bwd_da_kernel(
+    v,
+    do,
+    dA,
+    scale,
+    T,
+    NT,
+    H: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BV: tl.constexpr,
+    DT: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """dA of one chunk (V in blocks of BV, a loop). Grid (NT, B * H)."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_c = tl.arange(0, C)
+    t0 = i_t * C
+    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
+    m_c = t0 + o_c < T
+    acc = tl.zeros([C, C], dtype=tl.float32)
+    for i_vb in range(tl.cdiv(V, BV)):
+        o_v = i_vb * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        acc += _dot(
+            _rows(do + tok0 * V, o_c, m_c, o_v, m_v, H * V),
+            tl.trans(_rows(v + tok0 * V, o_c, m_c, o_v, m_v, H * V)),
+            DT,
+            PREC,
+        )
+    acc = tl.where(o_c[:, None] >= o_c[None, :], acc * scale, 0.0)
+    tl.store(dA + (i_bh.to(tl.int64) * NT + i_t) * C * C + o_c[:, None] * C + o_c[None, :], acc)
+
+
+@triton.jit
+def bwd_dv_kernel(
+    k,
+    g,
+    do,
+    dh,
+    A,
+    dv,
+    T,
+    NT,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DT: tl.constexpr,
+    PREC: tl.constexpr,
+    PREC_FINE: tl.constexpr,
+):
+    """dv = A^T do + (k e^{b_C - b}) dh_c for one chunk and V block. Grid (cdiv(V, BV), NT, B * H)."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_c = tl.arange(0, C)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    t0 = i_t * C
+    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
+    m_c = t0 + o_c < T
+    a_t = tl.load(A + (i_bh.to(tl.int64) * NT + i_t) * C * C + o_c[None, :] * C + o_c[:, None])  # [s, t]
+    acc = _dot_fine(a_t, _rows(do + tok0 * V, o_c, m_c, o_v, m_v, H * V), PREC_FINE)
+    p_dh = dh + (i_bh.to(tl.int64) * NT + i_t) * K * V
+    for i_kb in range(tl.cdiv(K, BK)):
+        o_k = i_kb * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        b_g = _rows(g + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32)
+        kd = _rows(k + tok0 * K, o_c, m_c, o_k, m_k, H * K) * tl.exp(tl.cumsum(b_g, 0, reverse=True) - b_g)
+        b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0)
+        acc += _dot(kd, b_dh, DT, PREC)
+    tl.store(
+        dv + tok0 * V + o_c[:, None] * (H * V) + o_v[None, :],
+        _to(acc, dv.dtype.element_ty, PREC),
+        mask=m_c[:, None] & m_v[None, :],
+    )
+
+
+@triton.jit
+def bwd_intra_kernel(
+    q,
+    k,
+    g,
+    dA,
+    dq,
+    dk,
+    T,
+    NT,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    C: tl.constexpr,
+    S: tl.constexpr,
+    NC: tl.constexpr,
+    BK: tl.constexpr,
+    PREC_FINE: tl.constexpr,
+):
+    """Intra-chunk dq, dk (float32) of one sub-chunk and K block. Grid (cdiv(K, BK) * NC, NT, B * H), NC = C // S.
+
+    Earlier keys meet the sub-chunk's queries through its reference row r (the row before it); later
+    queries meet its keys through its last row e; the 16 x 16 diagonal block is exact, row by row.
+    """
+    i_ki, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_kb, i_i = i_ki // NC, i_ki % NC
+    i_b, i_h = i_bh // H, i_bh % H
+    o_c, o_s = tl.arange(0, C), tl.arange(0, S)
+    o_k = i_kb * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    t0 = i_t * C
+    s0 = t0 + i_i * S
+    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
+    r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
+    m_c, m_i = t0 + o_c < T, s0 + o_s < T
+    p_da = dA + (i_bh.to(tl.int64) * NT + i_t) * C * C
+    g_i = _rows(g + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32)
+    l_i = tl.cumsum(g_i, 0)  # b - b_r within the sub-chunk, exact
+    dq_i = tl.zeros([S, BK], dtype=tl.float32)
+    dk_i = tl.zeros([S, BK], dtype=tl.float32)
+    if i_i > 0:  # keys of earlier sub-chunks
+        m_before = m_c & (o_c < i_i * S)
+        g_b = _rows(g + tok0 * K, o_c, m_before, o_k, m_k, H * K).to(tl.float32)
+        kd = _rows(k + tok0 * K, o_c, m_before, o_k, m_k, H * K) * tl.exp(
+            tl.cumsum(g_b, 0, reverse=True) - g_b
+        )  # e^{b_r - b_s}
+        da = tl.load(p_da + (i_i * S + o_s)[:, None] * C + o_c[None, :])  # [S, C]: dA[rows of i, all keys]
+        dq_i += _dot_fine(da, kd, PREC_FINE) * tl.exp(l_i)
+    if i_i < NC - 1:  # queries of later sub-chunks
+        m_after = m_c & (o_c >= i_i * S + S)
+        g_a = _rows(g + tok0 * K, o_c, m_after, o_k, m_k, H * K).to(tl.float32)
+        qd = _rows(q + tok0 * K, o_c, m_after, o_k, m_k, H * K) * tl.exp(tl.cumsum(g_a, 0))  # e^{b_t - b_e}
+        dat = tl.load(p_da + o_c[None, :] * C + (i_i * S + o_s)[:, None])  # [S, C]: dA[all queries, keys of i]^T
+        dk_i += _dot_fine(dat, qd, PREC_FINE) * tl.exp(tl.cumsum(g_i, 0, reverse=True) - g_i)  # e^{b_e - b_s}
+    b_run = tl.zeros([BK], dtype=tl.float32)
+    for j in range(S):  # diagonal block: step j is key j (for dq) and query j (for dk)
+        tok_j = tok0 + (i_i * S + j) * H
+        ok_j = s0 + j < T
+        k_j = tl.load(k + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
+        q_j = tl.load(q + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
+        b_run += tl.load(g + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
+        da_col = tl.load(p_da + (i_i * S + o_s) * C + i_i * S + j)  # dA[rows of i, key j]
+        da_row = tl.load(p_da + (i_i * S + j) * C + i_i * S + o_s)  # dA[query j, keys of i]
+        e_q = tl.exp(tl.where(o_s[:, None] >= j, l_i - b_run[None, :], float("-inf")))
+        e_k = tl.exp(tl.where(o_s[:, None] <= j, b_run[None, :] - l_i, float("-inf")))
+        dq_i += da_col[:, None] * k_j[None, :] * e_q
+        dk_i += da_row[:, None] * q_j[None, :] * e_k
+    m_out = m_i[:, None] & m_k[None, :]
+    tl.store(dq + tok0 * K + r_i[:, None] * (H * K) + o_k[None, :], dq_i, mask=m_out)
+    tl.store(dk + tok0 * K + r_i[:, None] * (H * K) + o_k[None, :], dk_i, mask=m_out)
+
+
+@triton.jit
+def bwd_inter_kernel(
+    q,
+    k,
+    v,
+    g,
+    gcs,
+    h,
+    do,
+    dh,
+    dq_intra,
+    dk_intra,
+    dq,
+    dk,
+    dg,
+    scale,
+    T,
+    NT,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DT: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """dq, dk (intra + state terms) and dg of one chunk and K block. Grid (cdiv(K, BK), NT, B * H)."""
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_c = tl.arange(0, C)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    t0 = i_t * C
+    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
+    m_c = t0 + o_c < T
+    p_kv = (i_bh.to(tl.int64) * NT + i_t) * K * V
+    b_dq = tl.zeros([C, BK], dtype=tl.float32)
+    b_dk = tl.zeros([C, BK], dtype=tl.float32)
+    d_last = tl.zeros([BK], dtype=tl.float32)  # sum_v h_c dh_c, per key channel
+    for i_vb in range(tl.cdiv(V, BV)):
+        o_v = i_vb * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        m_vk = m_v[:, None] & m_k[None, :]
+        p_vk = o_k[None, :] * V + o_v[:, None]  # [BV, BK] views of the [K, V] states
+        b_h = tl.load(h + p_kv + p_vk, mask=m_vk, other=0.0)
+        b_dh = tl.load(dh + p_kv + p_vk, mask=m_vk, other=0.0)
+        d_last += tl.sum(b_h.to(tl.float32) * b_dh.to(tl.float32), 0)
+        b_dq += _dot(_rows(do + tok0 * V, o_c, m_c, o_v, m_v, H * V), b_h, DT, PREC)
+        b_dk += _dot(_rows(v + tok0 * V, o_c, m_c, o_v, m_v, H * V), b_dh, DT, PREC)
+    b_g = _rows(g + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32)
+    b_c = _rows(gcs + tok0 * K, o_c, m_c, o_k, m_k, H * K)
+    b_q = _rows(q + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32)
+    b_k = _rows(k + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32)
+    m_out = m_c[:, None] & m_k[None, :]
+    p_out = o_c[:, None] * (H * K) + o_k[None, :]  # relative to tok0
+    b_dq = b_dq * (scale * tl.exp(b_c)) + tl.load(dq_intra + tok0 * K + p_out, mask=m_out, other=0.0)
+    b_dk = b_dk * tl.exp(tl.cumsum(b_g, 0, reverse=True) - b_g)  # e^{b_C - b_s}, exact
+    d_last = d_last * tl.exp(tl.sum(b_g, 0)) + tl.sum(b_dk * b_k, 0)
+    b_dk += tl.load(dk_intra + tok0 * K + p_out, mask=m_out, other=0.0)
+    d_g = tl.cumsum(b_q * b_dq - b_k * b_dk, 0, reverse=True) + d_last[None, :]
+    tl.store(dq + tok0 * K + p_out, _to(b_dq, dq.dtype.element_ty, PREC), mask=m_out)
+    tl.store(dk + tok0 * K + p_out, _to(b_dk, dk.dtype.element_ty, PREC), mask=m_out)
+    tl.store(dg + tok0 * K + p_out, _to(d_g, dg.dtype.element_ty, PREC), mask=m_out)

@@ -1,0 +1,116 @@
+"""Forward parallel kernels of chunked GLA: the intra-chunk map A, then the outputs as matmuls only.
+
+A [B*H, NT, C, C] float32 holds, per chunk, A[t, s] = scale * sum_k q_tk k_sk exp(b_tk - b_sk) for s <= t
+(b = chunk-local cumsum of g), zeros above the diagonal and in rows past the sequence end: every entry is
+written, so readers need no masks. Exponents stay <= 0: a query sub-chunk i (16 rows) meets keys of earlier
+sub-chunks through the reference row r = i*S - 1 (the row before it), exp(b_t - b_r) * exp(b_r - b_s), as one
+tensor-core product; its own 16 x 16 diagonal block is formed exactly, one key row at a time, with cumsums
+local to the sub-chunk (no cancellation against a large |b|).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from common.attention.gla.triton_state import _dot, _dot_fine, _rows, _to
+
+
+@triton.jit
+def fwd_a_kernel(
+    q,
+    k,
+    g,
+    A,
+    scale,
+    T,
+    NT,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    C: tl.constexpr,
+    S: tl.constexpr,
+    BK: tl.constexpr,
+    PREC_FINE: tl.constexpr,
+):
+    """Rows i*S .. i*S+S-1 of one chunk's A. Grid (C // S, NT, B * H); K in blocks of BK (a loop)."""
+    i_i, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_c, o_s = tl.arange(0, C), tl.arange(0, S)
+    t0 = i_t * C
+    s0 = t0 + i_i * S  # first row of the sub-chunk
+    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
+    r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
+    m_c, m_i = t0 + o_c < T, s0 + o_s < T
+    a_off = tl.zeros([S, C], dtype=tl.float32)
+    a_diag = tl.zeros([S, S], dtype=tl.float32)
+    for i_kb in range(tl.cdiv(K, BK)):
+        o_k = i_kb * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        q_i = _rows(q + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32) * scale
+        l_i = tl.cumsum(_rows(g + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32), 0)  # b - b_r, exact
+        if i_i > 0:  # keys before the sub-chunk: b_r - b_s = sum of g over s < u <= r, a masked reverse scan
+            m_before = m_c & (o_c < i_i * S)
+            g_b = _rows(g + tok0 * K, o_c, m_before, o_k, m_k, H * K).to(tl.float32)
+            kd = _rows(k + tok0 * K, o_c, m_before, o_k, m_k, H * K) * tl.exp(tl.cumsum(g_b, 0, reverse=True) - g_b)
+            a_off += _dot_fine(q_i * tl.exp(l_i), tl.trans(kd), PREC_FINE)
+        b_run = tl.zeros([BK], dtype=tl.float32)
+        for j in range(S):
+            tok_j = tok0 + (i_i * S + j) * H
+            ok_j = s0 + j < T
+            k_j = tl.load(k + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
+            b_run += tl.load(g + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
+            e = tl.exp(tl.where(o_s[:, None] >= j, l_i - b_run[None, :], float("-inf")))
+            col = tl.sum(q_i * k_j[None, :] * e, 1)  # [S]: A[rows of i, key j]
+            a_diag += tl.where(o_s[None, :] == j, col[:, None], 0.0)
+    p_a = A + (i_bh.to(tl.int64) * NT + i_t) * C * C + (i_i * S + o_s)[:, None] * C
+    # two disjoint stores (no ordering between them is needed): off-diagonal columns, then the diagonal block
+    m_off = (o_c[None, :] < i_i * S) | (o_c[None, :] >= i_i * S + S)
+    tl.store(p_a + o_c[None, :], a_off, mask=m_off & (o_s[:, None] >= 0))
+    tl.store(p_a + i_i * S + o_s[None, :], a_diag)
+
+
+@triton.jit
+def fwd_o_kernel(
+    q,
+    v,
+    gcs,
+    h,
+    A,
+    o,
+    scale,
+    T,
+    NT,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DT: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """o = (scale q e^b) h_c + A v for one chunk and V block. Grid (cdiv(V, BV), NT, B * H)."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_c = tl.arange(0, C)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    t0 = i_t * C
+    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
+    m_c = t0 + o_c < T
+    p_h = h + (i_bh.to(tl.int64) * NT + i_t) * K * V
+    acc = tl.zeros([C, BV], dtype=tl.float32)
+    for i_kb in range(tl.cdiv(K, BK)):
+        o_k = i_kb * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        q_c = _rows(q + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32) * scale
+        b_c = _rows(gcs + tok0 * K, o_c, m_c, o_k, m_k, H * K)
+        b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0)
+        acc += _dot(q_c * tl.exp(b_c), b_h, DT, PREC)
+    b_a = tl.load(A + (i_bh.to(tl.int64) * NT + i_t) * C * C + o_c[:, None] * C + o_c[None, :])
+    acc += _dot(b_a, _rows(v + tok0 * V, o_c, m_c, o_v, m_v, H * V), DT, PREC)
+    tl.store(
+        o + tok0 * V + o_c[:, None] * (H * V) + o_v[None, :],
+        _to(acc, o.dtype.element_ty, PREC),
+        mask=m_c[:, None] & m_v[None, :],
+    )

@@ -1,0 +1,197 @@
+"""Shared pieces of the chunked GLA kernels: the dot helper, row loads, the chunk-local cumsum of g, and the two
+sequential state passes (`fwd_h`, `bwd_dh`, unchanged from the first kernels; as fast as fla's on the H200).
+
+Layout: q, k, g: [B, T, H, K]; v, do: [B, T, H, V]; gcs (chunk-local inclusive cumsum of g): [B, T, H, K]
+float32; per-chunk states h, dh: [B, H, NT, K, V] (input dtype); h0, ht, dh0, dht: [B, H, K, V] float32.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _dot(a, b, DT: tl.constexpr, PREC: tl.constexpr):
+    """a @ b with both operands rounded to DT, float32 accumulation (PREC: "tf32" for bf16/fp16, "tf32x3"
+    for fp32). PREC "emulate" (the CPU interpreter, whose bf16 tl.dot is wrong) rounds the operands to DT
+    and multiplies them in float32: the same numbers as a tensor-core MMA."""
+    if PREC == "emulate":
+        return tl.dot(_to(a, DT, PREC).to(tl.float32), _to(b, DT, PREC).to(tl.float32), input_precision="ieee")
+    return tl.dot(a.to(DT), b.to(DT), input_precision=PREC)
+
+
+@triton.jit
+def _to(x, DT: tl.constexpr, PREC: tl.constexpr):
+    """x.to(DT), rounding to nearest even as the GPU does, also under the CPU interpreter (PREC "emulate"),
+    whose float32 -> bfloat16 cast truncates (triton 3.8): a biased error twice the GPU's."""
+    if PREC == "emulate":  # noqa: SIM102 (two constexpr tests, resolved at compile time)
+        if DT == tl.bfloat16:  # noqa: SIM300 (DT is a constexpr argument, not a constant)
+            bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            x = bits.to(tl.float32, bitcast=True)
+    return x.to(DT)
+
+
+@triton.jit
+def _dot_fine(a, b, PREC_FINE: tl.constexpr):
+    """a @ b with float32 operands at tf32 precision or better, for the products of the intra-chunk maps
+    A and dA (bf16 operands there leave the in-chunk cancellation of dg short of the bf16 tolerance).
+    PREC_FINE: "tf32" (bf16/fp16 inputs on a GPU: 10 mantissa bits to bf16's 7), "tf32x3" (fp32 inputs);
+    under the CPU interpreter "emulate_tf32" truncates the operands to tf32, as the tensor cores read
+    them, and "emulate" multiplies in float32."""
+    a, b = a.to(tl.float32), b.to(tl.float32)
+    if PREC_FINE == "emulate_tf32":
+        return tl.dot(_tf32(a), _tf32(b), input_precision="ieee")
+    if PREC_FINE == "emulate":
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b, input_precision=PREC_FINE)
+
+
+@triton.jit
+def _tf32(x):
+    """float32 -> its tf32 truncation (sign, 8 exponent and the top 10 mantissa bits), still float32."""
+    return (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _rows(ptr, row, m_row, col, m_col, row_stride: tl.constexpr):
+    """Load a [R, N] tile, 0 outside the masks: `ptr` points at the tile's first token (its int64 offset
+    taken once, as a scalar), `row` [R] are token rows relative to it (int32: per-element offsets stay
+    32-bit, fewer registers), `row_stride` = H * width, `col` [N] the channels."""
+    return tl.load(ptr + row[:, None] * row_stride + col[None, :], mask=m_row[:, None] & m_col[None, :], other=0.0)
+
+
+@triton.jit
+def _token_rows(ptr, tok, m_tok, col, m_col, stride: tl.constexpr):
+    """Row load with int64 token offsets (b*T + t)*H + h, [R], for the state passes (32-bit offsets spill
+    more there at 4 warps, by ptxas)."""
+    return tl.load(ptr + tok[:, None] * stride + col[None, :], mask=m_tok[:, None] & m_col[None, :], other=0.0)
+
+
+@triton.jit
+def fwd_h_kernel(
+    k,
+    v,
+    g,
+    h0,
+    h,
+    ht,
+    T,
+    NT,
+    h0_bstride,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    DT: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """State entering each chunk, h[:, :, c] (input dtype), and after the last one, ht (float32).
+
+    Grid (cdiv(K, BK), cdiv(V, BV), B * H); state rows are independent per key channel, so K splits too.
+    S <- diag(exp(b_C)) S + (k * exp(b_C - b))^T v per chunk.
+    """
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    p_kv = o_k[:, None] * V + o_v[None, :]
+    state = tl.zeros([BK, BV], dtype=tl.float32)
+    if HAS_H0:
+        state += tl.load(h0 + i_b * h0_bstride + i_h * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
+    p_h = h + i_bh.to(tl.int64) * NT * K * V + p_kv
+    o_c = tl.arange(0, C)
+    for i_t in range(NT):
+        t = i_t * C + o_c
+        m_t = t < T
+        tok = (i_b * T + t).to(tl.int64) * H + i_h
+        tl.store(p_h + i_t * K * V, _to(state, h.dtype.element_ty, PREC), mask=m_kv)
+        b_k = _token_rows(k, tok, m_t, o_k, m_k, K)
+        b_g = _token_rows(g, tok, m_t, o_k, m_k, K).to(tl.float32)
+        b_v = _token_rows(v, tok, m_t, o_v, m_v, V)
+        b_last = tl.sum(b_g, 0)  # [BK], the gate over the whole chunk
+        # b_C - b_t = sum of g after t, as a reverse cumsum (no cancellation between two large sums)
+        kd = b_k * tl.exp(tl.cumsum(b_g, 0, reverse=True) - b_g)
+        state = state * tl.exp(b_last)[:, None] + _dot(tl.trans(kd), b_v, DT, PREC)
+    tl.store(ht + i_bh.to(tl.int64) * K * V + p_kv, state, mask=m_kv)
+
+
+@triton.jit
+def cumsum_kernel(
+    g,
+    gcs,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """gcs = cumsum of g within each chunk of C tokens (float32), stored once for the parallel kernels.
+
+    Grid (cdiv(K, BK), NT, B * H).
+    """
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_c = tl.arange(0, C)
+    m_t, m_k = i_t * C + o_c < T, o_k < K
+    off = (i_b * T + i_t * C).to(tl.int64) * H * K + i_h * K  # the chunk's first token
+    b = tl.cumsum(_rows(g + off, o_c, m_t, o_k, m_k, H * K).to(tl.float32), 0)
+    tl.store(gcs + off + o_c[:, None] * (H * K) + o_k[None, :], b, mask=m_t[:, None] & m_k[None, :])
+
+
+@triton.jit
+def bwd_dh_kernel(
+    q,
+    g,
+    do,
+    dht,
+    dh,
+    dh0,
+    scale,
+    T,
+    NT,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    HAS_DHT: tl.constexpr,
+    DT: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """dh[:, :, c] = dL/d(state after chunk c) (input dtype), dh0 = dL/d(initial state) (float32).
+
+    Grid (cdiv(K, BK), cdiv(V, BV), B * H). In reverse: D <- diag(exp(b_C)) D + (scale q e^{b})^T do.
+    """
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    p_kv = o_k[:, None] * V + o_v[None, :]
+    state = tl.zeros([BK, BV], dtype=tl.float32)
+    if HAS_DHT:
+        state += tl.load(dht + i_bh.to(tl.int64) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
+    p_dh = dh + i_bh.to(tl.int64) * NT * K * V + p_kv
+    o_c = tl.arange(0, C)
+    for i_rev in range(NT):
+        i_t = NT - 1 - i_rev
+        t = i_t * C + o_c
+        m_t = t < T
+        tok = (i_b * T + t).to(tl.int64) * H + i_h
+        tl.store(p_dh + i_t * K * V, _to(state, dh.dtype.element_ty, PREC), mask=m_kv)
+        b_q = _token_rows(q, tok, m_t, o_k, m_k, K).to(tl.float32) * scale
+        b_g = _token_rows(g, tok, m_t, o_k, m_k, K).to(tl.float32)
+        b_do = _token_rows(do, tok, m_t, o_v, m_v, V)
+        b = tl.cumsum(b_g, 0)
+        state = state * tl.exp(tl.sum(b_g, 0))[:, None] + _dot(tl.trans(b_q * tl.exp(b)), b_do, DT, PREC)
+    tl.store(dh0 + i_bh.to(tl.int64) * K * V + p_kv, state, mask=m_kv)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from common.attention.gla.triton_state import _dot, _dot_fine, _rows, _to
+from common.attention.gla.triton_state import _chunk, _dot, _dot_fine, _rows, _to
 
 
 @triton.jit
@@ -36,11 +36,7 @@ def bwd_da_kernel(
 ):
     """dA of one chunk (V in blocks of BV, a loop). Grid (NT, B * H)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    o_c = tl.arange(0, C)
-    t0 = i_t * C
-    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
-    m_c = t0 + o_c < T
+    tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
     acc = tl.zeros([C, C], dtype=tl.float32)
     for i_vb in range(tl.cdiv(V, BV)):
         o_v = i_vb * BV + tl.arange(0, BV)
@@ -77,13 +73,9 @@ def bwd_dv_kernel(
 ):
     """dv = A^T do + (k e^{b_C - b}) dh_c for one chunk and V block. Grid (cdiv(V, BV), NT, B * H)."""
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    o_c = tl.arange(0, C)
+    tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
-    t0 = i_t * C
-    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
-    m_c = t0 + o_c < T
     a_t = tl.load(A + (i_bh.to(tl.int64) * NT + i_t) * C * C + o_c[None, :] * C + o_c[:, None])  # [s, t]
     acc = _dot_fine(a_t, _rows(do + tok0 * V, o_c, m_c, o_v, m_v, H * V), PREC_FINE)
     p_dh = dh + (i_bh.to(tl.int64) * NT + i_t) * K * V
@@ -126,15 +118,13 @@ def bwd_intra_kernel(
     """
     i_ki, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_kb, i_i = i_ki // NC, i_ki % NC
-    i_b, i_h = i_bh // H, i_bh % H
-    o_c, o_s = tl.arange(0, C), tl.arange(0, S)
+    tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
+    o_s = tl.arange(0, S)
     o_k = i_kb * BK + tl.arange(0, BK)
     m_k = o_k < K
-    t0 = i_t * C
-    s0 = t0 + i_i * S
-    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
+    s0 = i_t * C + i_i * S
     r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
-    m_c, m_i = t0 + o_c < T, s0 + o_s < T
+    m_i = s0 + o_s < T
     p_da = dA + (i_bh.to(tl.int64) * NT + i_t) * C * C
     g_i = _rows(g + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32)
     l_i = tl.cumsum(g_i, 0)  # b - b_r within the sub-chunk, exact
@@ -201,13 +191,9 @@ def bwd_inter_kernel(
 ):
     """dq, dk (intra + state terms) and dg of one chunk and K block. Grid (cdiv(K, BK), NT, B * H)."""
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    o_c = tl.arange(0, C)
+    tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
-    t0 = i_t * C
-    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
-    m_c = t0 + o_c < T
     p_kv = (i_bh.to(tl.int64) * NT + i_t) * K * V
     b_dq = tl.zeros([C, BK], dtype=tl.float32)
     b_dk = tl.zeros([C, BK], dtype=tl.float32)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from common.attention.gla.triton_state import _dot, _dot_fine, _rows, _to
+from common.attention.gla.triton_state import _chunk, _dot, _dot_fine, _rows, _to
 
 
 @triton.jit
@@ -34,13 +34,11 @@ def fwd_a_kernel(
 ):
     """Rows i*S .. i*S+S-1 of one chunk's A. Grid (C // S, NT, B * H); K in blocks of BK (a loop)."""
     i_i, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    o_c, o_s = tl.arange(0, C), tl.arange(0, S)
-    t0 = i_t * C
-    s0 = t0 + i_i * S  # first row of the sub-chunk
-    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
+    tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
+    o_s = tl.arange(0, S)
+    s0 = i_t * C + i_i * S  # first row of the sub-chunk
     r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
-    m_c, m_i = t0 + o_c < T, s0 + o_s < T
+    m_i = s0 + o_s < T
     a_off = tl.zeros([S, C], dtype=tl.float32)
     a_diag = tl.zeros([S, S], dtype=tl.float32)
     for i_kb in range(tl.cdiv(K, BK)):
@@ -91,13 +89,9 @@ def fwd_o_kernel(
 ):
     """o = (scale q e^b) h_c + A v for one chunk and V block. Grid (cdiv(V, BV), NT, B * H)."""
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    o_c = tl.arange(0, C)
+    tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
-    t0 = i_t * C
-    tok0 = (i_b * T + t0).to(tl.int64) * H + i_h  # the chunk's first token
-    m_c = t0 + o_c < T
     p_h = h + (i_bh.to(tl.int64) * NT + i_t) * K * V
     acc = tl.zeros([C, BV], dtype=tl.float32)
     for i_kb in range(tl.cdiv(K, BK)):

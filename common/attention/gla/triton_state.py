@@ -55,6 +55,15 @@ def _tf32(x):
 
 
 @triton.jit
+def _chunk(i_t, i_bh, T, H: tl.constexpr, C: tl.constexpr):
+    """Chunk i_t of sequence i_bh (= b * H + h): its first token as an int64 offset in tokens, (b T + t0) H + h,
+    its rows 0..C-1 and their mask (inside the sequence)."""
+    o_c = tl.arange(0, C)
+    t0 = i_t * C
+    return ((i_bh // H) * T + t0).to(tl.int64) * H + i_bh % H, o_c, t0 + o_c < T
+
+
+@triton.jit
 def _rows(ptr, row, m_row, col, m_col, row_stride: tl.constexpr):
     """Load a [R, N] tile, 0 outside the masks: `ptr` points at the tile's first token (its int64 offset
     taken once, as a scalar), `row` [R] are token rows relative to it (int32: per-element offsets stay

@@ -178,20 +178,9 @@ def _backward(q, k, v, g, gcs, a, h, do, dht, scale):
     )  # fmt: skip
     dv = torch.empty_like(v)
     triton_bwd.bwd_dv_kernel[(triton.cdiv(dv_dim, blk["BV"]), nt, b * nh)](
-        k,
-        g,
-        do,
-        dh,
-        a,
-        dv,
-        t,
-        nt,
-        **dims,
-        BK=blk["BK"],
-        BV=blk["BV"],
-        PREC_FINE=_fine_prec(q.dtype),
+        k, g, do, dh, a, dv, t, nt, **dims, BK=blk["BK"], BV=blk["BV"], PREC_FINE=_fine_prec(q.dtype),
         **_launch("bwd_dv"),
-    )
+    )  # fmt: skip
     dq_intra = q.new_empty(q.shape, dtype=torch.float32)
     dk_intra = q.new_empty(q.shape, dtype=torch.float32)
     nc = CHUNK // SUB

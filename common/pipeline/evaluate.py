@@ -6,6 +6,13 @@ python -m common.pipeline.evaluate app=scgc ckpt=runs/scgc/<time>/checkpoints/la
 
 from __future__ import annotations
 
+import sys
+
+from common.pipeline.runs import refuse_unknown_app
+
+if __name__ == "__main__":  # before torch and Lightning load: a mistyped app= is answered at once
+    refuse_unknown_app(sys.argv[1:])
+
 from pathlib import Path
 
 import hydra
@@ -19,7 +26,6 @@ from common.pipeline.files import write_json
 from common.pipeline.runs import (
     CONFIG_DIR,
     device_name,
-    launch,
     resolve_checkpoint,
     split_metrics,
     user_errors,
@@ -59,4 +65,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    main()

@@ -9,6 +9,13 @@ Loading never unpickles.
 
 from __future__ import annotations
 
+import sys
+
+from common.pipeline.runs import refuse_unknown_app
+
+if __name__ == "__main__":  # before torch and Lightning load: a mistyped app= is answered at once
+    refuse_unknown_app(sys.argv[1:])
+
 import json
 import traceback
 from pathlib import Path
@@ -25,7 +32,7 @@ from common.pipeline.build import build_model
 from common.pipeline.checkpoint_config import load_run, model_state
 from common.pipeline.files import atomic_dir
 from common.pipeline.model_card import write_model_card
-from common.pipeline.runs import CONFIG_DIR, launch, resolve_checkpoint, user_errors, versions
+from common.pipeline.runs import CONFIG_DIR, resolve_checkpoint, user_errors, versions
 from common.pipeline.safety import EXPORT_TARGETS, check_targets
 
 ONNX_RTOL, ONNX_ATOL = 1e-4, 1e-5  # fp32 graph vs eager PyTorch
@@ -167,4 +174,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    main()

@@ -6,6 +6,13 @@ Needs only the export folder (no checkpoint, no training config): the model is r
 
 from __future__ import annotations
 
+import sys
+
+from common.pipeline.runs import refuse_unknown_app
+
+if __name__ == "__main__":  # before torch and Lightning load: a mistyped app= is answered at once
+    refuse_unknown_app(sys.argv[1:])
+
 import importlib
 import json
 from pathlib import Path
@@ -16,7 +23,7 @@ from omegaconf import DictConfig
 
 from common.errors import InputError, ManyheadsError
 from common.pipeline.export import load
-from common.pipeline.runs import CONFIG_DIR, known_apps, launch, user_errors
+from common.pipeline.runs import CONFIG_DIR, known_apps, user_errors
 
 
 def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path) -> dict:
@@ -48,4 +55,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    main()

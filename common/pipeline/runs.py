@@ -104,12 +104,12 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def launch(main: Callable[[], None]) -> None:
-    """Run a Hydra entry point, first refusing an unknown `app=` with the list of apps."""
+def refuse_unknown_app(argv: list[str]) -> None:
+    """Exit with the list of apps when an `app=` override names none. Light (no torch, no Hydra): the entry
+    points call it before their heavy imports, so a mistyped app is answered at once."""
     apps = known_apps()
-    for arg in sys.argv[1:]:
+    for arg in argv:
         name = arg.split("=", 1)[1] if arg.startswith("app=") else None
         if name is not None and name not in apps and not any(c in name for c in ",*()"):  # choice()/glob sweeps
             print(f"error: unknown app {name!r}; the apps are: {', '.join(apps)}", file=sys.stderr, flush=True)
             raise SystemExit(2)
-    main()

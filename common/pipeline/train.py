@@ -7,6 +7,13 @@ python -m common.pipeline.train -m app=scgc sweep=scgc           # Optuna sweep
 
 from __future__ import annotations
 
+import sys
+
+from common.pipeline.runs import refuse_unknown_app
+
+if __name__ == "__main__":  # before torch and Lightning load: a mistyped app= is answered at once
+    refuse_unknown_app(sys.argv[1:])
+
 import time
 from pathlib import Path
 
@@ -24,7 +31,6 @@ from common.pipeline.files import point_link, write_json
 from common.pipeline.runs import (
     CONFIG_DIR,
     device_name,
-    launch,
     register_resolvers,
     resolve_checkpoint,
     split_metrics,
@@ -124,4 +130,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    main()

@@ -27,6 +27,7 @@ SMALL = [
     "data.dataset=digits_knn",
     "module.pretrain_epochs=2",
     "module.kmeans_n_init=2",
+    "module.contrastive_warmup_epochs=2",
     "callbacks.progress_bar=null",
 ]
 RESUME_TOLERANCE = 1e-6  # absolute, on every test metric: CPU float32, same seed, same ops

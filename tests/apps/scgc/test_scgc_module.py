@@ -57,6 +57,9 @@ def trainer(max_epochs, **kwargs):
         ({"pretrain_epochs": -1}, "pretrain_epochs"),
         ({"pretrain_lr": 0.0}, "pretrain_lr"),
         ({"kmeans_n_init": 0}, "kmeans_n_init"),
+        ({"contrastive_warmup_epochs": -1}, "contrastive_warmup_epochs"),
+        ({"contrastive_warmup_epochs": 2.5}, "contrastive_warmup_epochs"),
+        ({"kmeans_normalise_z": "yes"}, "kmeans_normalise_z"),
     ],
 )
 def test_bad_arguments_name_the_key(kwargs, key):
@@ -74,7 +77,16 @@ def test_influence_follows_the_variant():
 def fit(data_dir, tmp_path, max_epochs, batch_size, variant, ckpt_path=None):
     L.seed_everything(7, verbose=False)
     dm = SCGCDataModule(dataset="digits_knn", data_dir=data_dir, batch_size=batch_size, seed=7)
-    module = SCGCModule(SCGC(64, 10, variant=variant, **TINY), ADAM, order=2, tau=0.5, pretrain_epochs=2, seed=7)
+    module = SCGCModule(
+        SCGC(64, 10, variant=variant, **TINY),
+        ADAM,
+        order=2,
+        tau=0.5,
+        pretrain_epochs=2,
+        contrastive_warmup_epochs=2,
+        kmeans_normalise_z=True,
+        seed=7,
+    )
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
     trainer(max_epochs, callbacks=[ckpt]).fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return module
@@ -91,6 +103,85 @@ def test_resume_from_last_checkpoint_is_exact(data_dir, tmp_path, batch_size, va
         assert torch.equal(a[k], b[k]), k
     assert torch.equal(whole.p, resumed.p) and whole.p_epoch == resumed.p_epoch == 3
     assert bool(resumed.centres_initialised) and torch.isfinite(resumed.val_best).all()
+
+
+def block_graph(root, n_per=40, k=4, seed=0):
+    """SDCN files for a 4-block graph whose features barely show the blocks: the graph carries the clusters.
+
+    Features: 6 dims, N(0, 1) plus a block offset of 0.35 in one dim per block (weak signal); edges: each node
+    to 6 random nodes of its own block and 1 random node elsewhere.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n_per)
+    x = rng.normal(size=(len(y), 6))
+    x[np.arange(len(y)), y] += 0.35
+    edges = []
+    for i in range(len(y)):
+        same, other = np.flatnonzero(y == y[i]), np.flatnonzero(y != y[i])
+        edges += [(i, j) for j in rng.choice(same[same != i], 6, replace=False)] + [(i, rng.choice(other))]
+    np.savetxt(root / "usps.txt", x)
+    np.savetxt(root / "usps_label.txt", y, fmt="%d")
+    np.savetxt(root / "usps_graph.txt", np.array(edges), fmt="%d")
+    dm = SCGCDataModule(dataset="usps", source="real", root=str(root), data_dir=str(root / "cache"))
+    dm.setup("fit")
+    return dm
+
+
+def init_after_pretraining(dm, warmup_epochs, normalise):
+    """(KMeans ACC, L_NC of z) right after `pretrain_and_init_centres`, i.e. at the start of SCGC training.
+
+    SCGC* (the warm-up is L_NC alone), tau 3 and lr 1e-2 so that a tiny graph shows the effect in ~100 steps.
+    """
+    torch.manual_seed(0)
+    module = SCGCModule(
+        SCGC(6, 4, variant="scgc_star", **TINY),
+        ADAM,
+        alpha=2.0,
+        order=2,
+        tau=3.0,
+        pretrain_epochs=10,
+        pretrain_lr=1e-2,
+        pretrain_batch_size=64,
+        contrastive_warmup_epochs=warmup_epochs,
+        kmeans_normalise_z=normalise,
+        seed=0,
+    )
+    module._datamodule = lambda: dm  # no Trainer needed for this step
+    module.pretrain_and_init_centres()
+    x = dm.full_batch()["x"]
+    with torch.no_grad():
+        nc = module._contrastive_loss(module.model.encode(x), torch.arange(x.shape[0])).item()
+    return module.init_metrics[0].item(), nc
+
+
+def test_contrastive_warmup_gives_kmeans_the_graph(tmp_path):
+    """On a graph whose features barely separate the blocks, 100 warm-up epochs lower L_NC and lift the KMeans
+    ACC that initialises the centres from near chance to most of the blocks; KMeans on the normalised z (the
+    cosine geometry L_NC shapes) beats KMeans on raw z. Measured on this seed: ACC 0.34 -> 0.91 (raw z: 0.74),
+    L_NC 4.38 -> 3.53. Margins: L_NC at least 10% lower, ACC >= 0.75 and at least 0.3 above no warm-up, the
+    normalised KMeans at least 0.05 above the raw one. ~1 s on one thread."""
+    dm = block_graph(tmp_path)
+    acc0, nc0 = init_after_pretraining(dm, 0, normalise=False)
+    acc_raw, _ = init_after_pretraining(dm, 100, normalise=False)
+    acc1, nc1 = init_after_pretraining(dm, 100, normalise=True)
+    assert nc1 < 0.9 * nc0, (nc0, nc1)
+    assert acc1 >= 0.75 and acc1 >= acc0 + 0.3, (acc0, acc1)
+    assert acc1 >= acc_raw + 0.05, (acc_raw, acc1)
+
+
+def test_normalised_kmeans_centres_are_cluster_means_of_z(tmp_path):
+    """With kmeans_normalise_z, KMeans runs on z/|z| but mu must be the mean of each cluster's raw z."""
+    dm = block_graph(tmp_path)
+    module = SCGCModule(SCGC(6, 4, **TINY), ADAM, pretrain_epochs=1, kmeans_normalise_z=True, seed=0)
+    module._datamodule = lambda: dm
+    module.pretrain_and_init_centres()
+    x = dm.full_batch()["x"]
+    with torch.no_grad():
+        z = module.model.encode(x)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        labels = KMeans(4, n_init=20, random_state=0).fit_predict(torch.nn.functional.normalize(z, dim=1).double())
+    expected = torch.stack([z[torch.as_tensor(labels == k)].mean(0) for k in range(4)])
+    torch.testing.assert_close(module.model.mu.detach(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_make_plots_writes_tsne(tmp_path):

@@ -1,5 +1,5 @@
-"""Chunked GLA in Triton, forward and backward, structured as fla's chunk_gla: `gla_chunked_triton` (the only
-module that imports triton; same contract as `reference.gla_chunked_torch`, fla's layout).
+"""Chunked GLA in Triton, forward and backward, structured as fla's chunk_gla: `gla_chunked_triton` (with its
+kernel modules, the only code here that imports triton; same contract as `reference.gla_chunked_torch`, fla's layout).
 
 q, k, g: [B, T, H, K]; v: [B, T, H, V]; g = log-space forget gates (<= 0); initial_state [B or 1, H, K, V];
 returns o [B, T, H, V] in q's dtype and, with output_final_state, the final state [B, H, K, V] float32.

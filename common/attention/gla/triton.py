@@ -14,7 +14,8 @@ parallel kernels are matmuls over it.
               (A^T do + (k e^{b_C - b}) dh), bwd_intra (dq, dk from dA, fp32), bwd_inter (+ do h^T, v dh^T,
               and dg: in-chunk reverse cumsum of q dq - k dk plus dL/d(chunk decay); no cross-chunk pass).
 Kernels: `triton_state.py` (helpers, cumsum, the two sequential state passes), `triton_fwd.py`, `triton_bwd.py`.
-All exponents are <= 0 (sub-chunk reference rows; the 16 x 16 diagonal blocks exact, row by row).
+All exponents are <= 0 (sub-chunk reference rows; the 16 x 16 diagonal blocks row by row); the parallel kernels
+read every decay from gcs, the state passes scan g themselves.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def _forward(q, k, v, g, h0, scale):
     )  # fmt: skip
     a = q.new_empty(b * nh, nt, CHUNK, CHUNK, dtype=torch.float32)
     triton_fwd.fwd_a_kernel[(CHUNK // SUB, nt, b * nh)](
-        q, k, g, a, scale, t, nt, H=nh, K=dk, C=CHUNK, S=SUB, BK=blk["BK_A"], PREC_FINE=_fine_prec(q.dtype),
+        q, k, gcs, a, scale, t, nt, H=nh, K=dk, C=CHUNK, S=SUB, BK=blk["BK_A"], PREC_FINE=_fine_prec(q.dtype),
         **_launch("fwd_a"),
     )  # fmt: skip
     o = v.new_empty(b, t, nh, dv)
@@ -178,19 +179,19 @@ def _backward(q, k, v, g, gcs, a, h, do, dht, scale):
     )  # fmt: skip
     dv = torch.empty_like(v)
     triton_bwd.bwd_dv_kernel[(triton.cdiv(dv_dim, blk["BV"]), nt, b * nh)](
-        k, g, do, dh, a, dv, t, nt, **dims, BK=blk["BK"], BV=blk["BV"], PREC_FINE=_fine_prec(q.dtype),
+        k, gcs, do, dh, a, dv, t, nt, **dims, BK=blk["BK"], BV=blk["BV"], PREC_FINE=_fine_prec(q.dtype),
         **_launch("bwd_dv"),
     )  # fmt: skip
     dq_intra = q.new_empty(q.shape, dtype=torch.float32)
     dk_intra = q.new_empty(q.shape, dtype=torch.float32)
     nc = CHUNK // SUB
     triton_bwd.bwd_intra_kernel[(triton.cdiv(dk, blk["BK"]) * nc, nt, b * nh)](
-        q, k, g, da, dq_intra, dk_intra, t, nt, H=nh, K=dk, C=CHUNK, S=SUB, NC=nc, BK=blk["BK"],
+        q, k, gcs, da, dq_intra, dk_intra, t, nt, H=nh, K=dk, C=CHUNK, S=SUB, NC=nc, BK=blk["BK"],
         PREC_FINE=_fine_prec(q.dtype), **_launch("bwd_intra"),
     )  # fmt: skip
     dq, dk_, dg = torch.empty_like(q), torch.empty_like(k), torch.empty_like(g)
     triton_bwd.bwd_inter_kernel[(triton.cdiv(dk, blk["BK"]), nt, b * nh)](
-        q, k, v, g, gcs, h, do, dh, dq_intra, dk_intra, dq, dk_, dg, scale, t, nt, **dims, BK=blk["BK"],
+        q, k, v, gcs, h, do, dh, dq_intra, dk_intra, dq, dk_, dg, scale, t, nt, **dims, BK=blk["BK"],
         BV=blk["BV"], **_launch("bwd_inter"),
     )  # fmt: skip
     return dq, dk_, dv, dg, dh0

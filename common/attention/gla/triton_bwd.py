@@ -8,7 +8,7 @@ written). With A[t, s] = scale q_t . (k_s e^{b_t - b_s}) (s <= t, b = chunk-loca
     dg_t = sum_{u >= t in chunk} (q_u dq_u - k_u dk_u) + e^{b_C} sum_v h_c dh_c + sum_s k_s dk^inter_s
 h_c is the state entering chunk c, dh_c the gradient of the state after it: the last two terms are dL/db_C
 (the chunk's total decay), so dg needs nothing from other chunks. Exponents stay <= 0 as in the forward
-(sub-chunk reference rows, exact diagonal blocks; b_C - b_s as a reverse cumsum of g, free of cancellation).
+(sub-chunk reference rows, diagonal blocks row by row, differences of the stored cumsum gcs).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from common.attention.gla.triton_state import _chunk, _dot, _dot_fine, _rows, _to
+from common.attention.gla.triton_state import _chunk, _chunk_total, _dot, _dot_fine, _rows, _to
 
 
 @triton.jit
@@ -54,7 +54,7 @@ def bwd_da_kernel(
 @triton.jit
 def bwd_dv_kernel(
     k,
-    g,
+    gcs,
     do,
     dh,
     A,
@@ -82,8 +82,10 @@ def bwd_dv_kernel(
     for i_kb in range(tl.cdiv(K, BK)):
         o_k = i_kb * BK + tl.arange(0, BK)
         m_k = o_k < K
-        b_g = _rows(g + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32)
-        kd = _rows(k + tok0 * K, o_c, m_c, o_k, m_k, H * K) * tl.exp(tl.cumsum(b_g, 0, reverse=True) - b_g)
+        b_last = _chunk_total(gcs, tok0, i_t, T, o_k, m_k, H, K, C)
+        kd = _rows(k + tok0 * K, o_c, m_c, o_k, m_k, H * K) * tl.exp(
+            b_last[None, :] - _rows(gcs + tok0 * K, o_c, m_c, o_k, m_k, H * K)
+        )  # rows past the end load 0: e^{b_C} <= 1 times k = 0
         b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0)
         acc += _dot(kd, b_dh, DT, PREC)
     tl.store(
@@ -97,7 +99,7 @@ def bwd_dv_kernel(
 def bwd_intra_kernel(
     q,
     k,
-    g,
+    gcs,
     dA,
     dq,
     dk,
@@ -114,7 +116,7 @@ def bwd_intra_kernel(
     """Intra-chunk dq, dk (float32) of one sub-chunk and K block. Grid (cdiv(K, BK) * NC, NT, B * H), NC = C // S.
 
     Earlier keys meet the sub-chunk's queries through its reference row r (the row before it); later
-    queries meet its keys through its last row e; the 16 x 16 diagonal block is exact, row by row.
+    queries meet its keys through its last row e; the 16 x 16 diagonal block is formed row by row.
     """
     i_ki, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_kb, i_i = i_ki // NC, i_ki % NC
@@ -126,35 +128,34 @@ def bwd_intra_kernel(
     r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
     m_i = s0 + o_s < T
     p_da = dA + (i_bh.to(tl.int64) * NT + i_t) * C * C
-    g_i = _rows(g + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32)
-    l_i = tl.cumsum(g_i, 0)  # b - b_r within the sub-chunk, exact
+    b_i = _rows(gcs + tok0 * K, r_i, m_i, o_k, m_k, H * K)
     dq_i = tl.zeros([S, BK], dtype=tl.float32)
     dk_i = tl.zeros([S, BK], dtype=tl.float32)
-    if i_i > 0:  # keys of earlier sub-chunks
+    if (i_i > 0) & (s0 < T):  # keys of earlier sub-chunks, through the reference row r = i*S - 1
         m_before = m_c & (o_c < i_i * S)
-        g_b = _rows(g + tok0 * K, o_c, m_before, o_k, m_k, H * K).to(tl.float32)
+        b_r = tl.load(gcs + (tok0 + (i_i * S - 1) * H) * K + o_k, mask=m_k, other=0.0)
         kd = _rows(k + tok0 * K, o_c, m_before, o_k, m_k, H * K) * tl.exp(
-            tl.cumsum(g_b, 0, reverse=True) - g_b
-        )  # e^{b_r - b_s}
+            b_r[None, :] - _rows(gcs + tok0 * K, o_c, m_before, o_k, m_k, H * K)
+        )  # e^{b_r - b_s}; rows past r load 0: e^{b_r} <= 1 times k = 0
         da = tl.load(p_da + (i_i * S + o_s)[:, None] * C + o_c[None, :])  # [S, C]: dA[rows of i, all keys]
-        dq_i += _dot_fine(da, kd, PREC_FINE) * tl.exp(l_i)
-    if i_i < NC - 1:  # queries of later sub-chunks
+        dq_i += _dot_fine(da, kd, PREC_FINE) * tl.exp(tl.where(m_i[:, None], b_i - b_r[None, :], 0.0))
+    if (i_i < NC - 1) & (s0 + S < T):  # queries of later sub-chunks, through the last row e = i*S + S - 1
         m_after = m_c & (o_c >= i_i * S + S)
-        g_a = _rows(g + tok0 * K, o_c, m_after, o_k, m_k, H * K).to(tl.float32)
-        qd = _rows(q + tok0 * K, o_c, m_after, o_k, m_k, H * K) * tl.exp(tl.cumsum(g_a, 0))  # e^{b_t - b_e}
+        b_e = tl.load(gcs + (tok0 + (i_i * S + S - 1) * H) * K + o_k, mask=m_k, other=0.0)
+        e_a = tl.where(m_after[:, None], _rows(gcs + tok0 * K, o_c, m_after, o_k, m_k, H * K) - b_e[None, :], 0.0)
+        qd = _rows(q + tok0 * K, o_c, m_after, o_k, m_k, H * K) * tl.exp(e_a)  # e^{b_t - b_e}
         dat = tl.load(p_da + o_c[None, :] * C + (i_i * S + o_s)[:, None])  # [S, C]: dA[all queries, keys of i]^T
-        dk_i += _dot_fine(dat, qd, PREC_FINE) * tl.exp(tl.cumsum(g_i, 0, reverse=True) - g_i)  # e^{b_e - b_s}
-    b_run = tl.zeros([BK], dtype=tl.float32)
+        dk_i += _dot_fine(dat, qd, PREC_FINE) * tl.exp(b_e[None, :] - b_i)  # e^{b_e - b_s}
     for j in range(S):  # diagonal block: step j is key j (for dq) and query j (for dk)
         tok_j = tok0 + (i_i * S + j) * H
         ok_j = s0 + j < T
         k_j = tl.load(k + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
         q_j = tl.load(q + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
-        b_run += tl.load(g + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
+        b_j = tl.load(gcs + tok_j * K + o_k, mask=m_k & ok_j, other=0.0)
         da_col = tl.load(p_da + (i_i * S + o_s) * C + i_i * S + j)  # dA[rows of i, key j]
         da_row = tl.load(p_da + (i_i * S + j) * C + i_i * S + o_s)  # dA[query j, keys of i]
-        e_q = tl.exp(tl.where(o_s[:, None] >= j, l_i - b_run[None, :], float("-inf")))
-        e_k = tl.exp(tl.where(o_s[:, None] <= j, b_run[None, :] - l_i, float("-inf")))
+        e_q = tl.exp(tl.where((o_s[:, None] >= j) & m_i[:, None], b_i - b_j[None, :], float("-inf")))
+        e_k = tl.exp(tl.where((o_s[:, None] <= j) & ok_j, b_j[None, :] - b_i, float("-inf")))
         dq_i += da_col[:, None] * k_j[None, :] * e_q
         dk_i += da_row[:, None] * q_j[None, :] * e_k
     m_out = m_i[:, None] & m_k[None, :]
@@ -167,7 +168,6 @@ def bwd_inter_kernel(
     q,
     k,
     v,
-    g,
     gcs,
     h,
     do,
@@ -208,15 +208,15 @@ def bwd_inter_kernel(
         d_last += tl.sum(b_h.to(tl.float32) * b_dh.to(tl.float32), 0)
         b_dq += _dot(_rows(do + tok0 * V, o_c, m_c, o_v, m_v, H * V), b_h, DT, PREC)
         b_dk += _dot(_rows(v + tok0 * V, o_c, m_c, o_v, m_v, H * V), b_dh, DT, PREC)
-    b_g = _rows(g + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32)
     b_c = _rows(gcs + tok0 * K, o_c, m_c, o_k, m_k, H * K)
+    b_last = _chunk_total(gcs, tok0, i_t, T, o_k, m_k, H, K, C)
     b_q = _rows(q + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32)
     b_k = _rows(k + tok0 * K, o_c, m_c, o_k, m_k, H * K).to(tl.float32)
     m_out = m_c[:, None] & m_k[None, :]
     p_out = o_c[:, None] * (H * K) + o_k[None, :]  # relative to tok0
     b_dq = b_dq * (scale * tl.exp(b_c)) + tl.load(dq_intra + tok0 * K + p_out, mask=m_out, other=0.0)
-    b_dk = b_dk * tl.exp(tl.cumsum(b_g, 0, reverse=True) - b_g)  # e^{b_C - b_s}, exact
-    d_last = d_last * tl.exp(tl.sum(b_g, 0)) + tl.sum(b_dk * b_k, 0)
+    b_dk = b_dk * tl.exp(b_last[None, :] - b_c)  # e^{b_C - b_s}; rows past the end: e^{b_C} times 0
+    d_last = d_last * tl.exp(b_last) + tl.sum(b_dk * b_k, 0)
     b_dk += tl.load(dk_intra + tok0 * K + p_out, mask=m_out, other=0.0)
     d_g = tl.cumsum(b_q * b_dq - b_k * b_dk, 0, reverse=True) + d_last[None, :]
     tl.store(dq + tok0 * K + p_out, _to(b_dq, dq.dtype.element_ty, PREC), mask=m_out)

@@ -4,8 +4,10 @@ A [B*H, NT, C, C] float32 holds, per chunk, A[t, s] = scale * sum_k q_tk k_sk ex
 (b = chunk-local cumsum of g), zeros above the diagonal and in rows past the sequence end: every entry is
 written, so readers need no masks. Exponents stay <= 0: a query sub-chunk i (16 rows) meets keys of earlier
 sub-chunks through the reference row r = i*S - 1 (the row before it), exp(b_t - b_r) * exp(b_r - b_s), as one
-tensor-core product; its own 16 x 16 diagonal block is formed exactly, one key row at a time, with cumsums
-local to the sub-chunk (no cancellation against a large |b|).
+tensor-core product; its own 16 x 16 diagonal block is formed one key row at a time. Every decay is a difference
+of the stored cumsum gcs (fp32), as fla does: in-kernel scans of g (exact, no cancellation) cost fwd_a and
+bwd_intra 20-40% of their time on the H200 and were less accurate there (fp32 dg at strong gates missed
+1e-4; with gcs it passes; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from common.attention.gla.triton_state import _chunk, _dot, _dot_fine, _rows, _t
 def fwd_a_kernel(
     q,
     k,
-    g,
+    gcs,
     A,
     scale,
     T,
@@ -45,19 +47,21 @@ def fwd_a_kernel(
         o_k = i_kb * BK + tl.arange(0, BK)
         m_k = o_k < K
         q_i = _rows(q + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32) * scale
-        l_i = tl.cumsum(_rows(g + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32), 0)  # b - b_r, exact
-        if i_i > 0:  # keys before the sub-chunk: b_r - b_s = sum of g over s < u <= r, a masked reverse scan
+        b_i = _rows(gcs + tok0 * K, r_i, m_i, o_k, m_k, H * K)
+        if (i_i > 0) & (s0 < T):  # earlier keys meet the sub-chunk's queries through the row r = i*S - 1
             m_before = m_c & (o_c < i_i * S)
-            g_b = _rows(g + tok0 * K, o_c, m_before, o_k, m_k, H * K).to(tl.float32)
-            kd = _rows(k + tok0 * K, o_c, m_before, o_k, m_k, H * K) * tl.exp(tl.cumsum(g_b, 0, reverse=True) - g_b)
-            a_off += _dot_fine(q_i * tl.exp(l_i), tl.trans(kd), PREC_FINE)
-        b_run = tl.zeros([BK], dtype=tl.float32)
+            b_r = tl.load(gcs + (tok0 + (i_i * S - 1) * H) * K + o_k, mask=m_k, other=0.0)
+            kd = _rows(k + tok0 * K, o_c, m_before, o_k, m_k, H * K) * tl.exp(
+                b_r[None, :] - _rows(gcs + tok0 * K, o_c, m_before, o_k, m_k, H * K)
+            )  # rows past r load 0: e^{b_r} <= 1 times k = 0
+            q_r = q_i * tl.exp(tl.where(m_i[:, None], b_i - b_r[None, :], 0.0))
+            a_off += _dot_fine(q_r, tl.trans(kd), PREC_FINE)
         for j in range(S):
             tok_j = tok0 + (i_i * S + j) * H
             ok_j = s0 + j < T
             k_j = tl.load(k + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
-            b_run += tl.load(g + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
-            e = tl.exp(tl.where(o_s[:, None] >= j, l_i - b_run[None, :], float("-inf")))
+            b_j = tl.load(gcs + tok_j * K + o_k, mask=m_k & ok_j, other=0.0)
+            e = tl.exp(tl.where((o_s[:, None] >= j) & m_i[:, None], b_i - b_j[None, :], float("-inf")))
             col = tl.sum(q_i * k_j[None, :] * e, 1)  # [S]: A[rows of i, key j]
             a_diag += tl.where(o_s[None, :] == j, col[:, None], 0.0)
     p_a = A + (i_bh.to(tl.int64) * NT + i_t) * C * C + (i_i * S + o_s)[:, None] * C

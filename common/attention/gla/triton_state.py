@@ -64,6 +64,13 @@ def _chunk(i_t, i_bh, T, H: tl.constexpr, C: tl.constexpr):
 
 
 @triton.jit
+def _chunk_total(gcs, tok0, i_t, T, o_k, m_k, H: tl.constexpr, K: tl.constexpr, C: tl.constexpr):
+    """b_C [BK]: the chunk's total log decay, gcs at its last row inside the sequence."""
+    last = tl.minimum(T - i_t * C, C) - 1
+    return tl.load(gcs + (tok0 + last * H) * K + o_k, mask=m_k, other=0.0)
+
+
+@triton.jit
 def _rows(ptr, row, m_row, col, m_col, row_stride: tl.constexpr):
     """Load a [R, N] tile, 0 outside the masks: `ptr` points at the tile's first token (its int64 offset
     taken once, as a scalar), `row` [R] are token rows relative to it (int32: per-element offsets stay

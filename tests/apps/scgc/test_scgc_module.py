@@ -60,6 +60,7 @@ def trainer(max_epochs, **kwargs):
         ({"contrastive_warmup_epochs": -1}, "contrastive_warmup_epochs"),
         ({"contrastive_warmup_epochs": 2.5}, "contrastive_warmup_epochs"),
         ({"kmeans_normalise_z": "yes"}, "kmeans_normalise_z"),
+        ({"kmeans_select": "best"}, "kmeans_select"),
     ],
 )
 def test_bad_arguments_name_the_key(kwargs, key):
@@ -182,6 +183,30 @@ def test_normalised_kmeans_centres_are_cluster_means_of_z(tmp_path):
         labels = KMeans(4, n_init=20, random_state=0).fit_predict(torch.nn.functional.normalize(z, dim=1).double())
     expected = torch.stack([z[torch.as_tensor(labels == k)].mean(0) for k in range(4)])
     torch.testing.assert_close(module.model.mu.detach(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_silhouette_rule_keeps_the_restart_with_the_best_silhouette(monkeypatch):
+    """kmeans_select=silhouette runs kmeans_n_init single-init KMeans fits and keeps the one whose partition has
+    the highest silhouette (not the lowest inertia); the restarts must differ, or there is nothing to select."""
+    import sklearn.cluster
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import silhouette_score
+
+    fits = []
+
+    class Recorded(sklearn.cluster.KMeans):
+        def fit(self, *args, **kwargs):
+            fits.append(super().fit(*args, **kwargs))
+            return fits[-1]
+
+    monkeypatch.setattr(sklearn.cluster, "KMeans", Recorded)
+    z, _ = make_blobs(n_samples=300, centers=10, cluster_std=0.6, center_box=(-8, 8), random_state=3)
+    module = SCGCModule(SCGC(6, 10, **TINY), ADAM, kmeans_n_init=6, kmeans_select="silhouette", seed=0)
+    chosen = module._kmeans(z)
+    assert len(fits) == 6 and all(f.n_init == 1 for f in fits)
+    scores = [silhouette_score(z, f.labels_) for f in fits]
+    assert len({round(s, 6) for s in scores}) > 1, "the restarts found one partition: the test proves nothing"
+    assert chosen is fits[int(np.argmax(scores))]
 
 
 def test_make_plots_writes_tsne(tmp_path):

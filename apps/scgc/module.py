@@ -19,7 +19,8 @@ Loss per step (on a batch of nodes B; the full graph by default):
   `kmeans_normalise_z` runs KMeans on the L2-normalised z (the geometry L_NC shapes: cosine similarity)
   and sets each centre to the mean of its cluster's unnormalised z (q lives in the unnormalised space).
   `kmeans_select` picks the KMeans restart: lowest inertia (scikit-learn's rule, the paper) or highest
-  silhouette (an app deviation: on Cora the lowest-inertia restart is sometimes a poor partition).
+  silhouette (an app deviation: on Cora the lowest-inertia restart is sometimes a poor partition); with
+  `warmup_kmeans_epochs` the silhouette also picks the warm-up epoch (label-free early stopping).
 - Validation and test cluster every node (argmax q) and log ACC/NMI/ARI/F1 against the labels.
   `val/<metric>_max_over_epochs` is the official code's reported number (the best epoch chosen with
   the labels); the honest number is the final epoch's (`test/<metric>` with `test_ckpt: last`).
@@ -69,6 +70,7 @@ class SCGCModule(L.LightningModule):
         contrastive_warmup_epochs: int = 0,
         kmeans_normalise_z: bool = False,
         kmeans_select: str = "inertia",
+        warmup_kmeans_epochs: list[int] | tuple[int, ...] = (),
         seed: int = 42,
     ):
         super().__init__()
@@ -91,6 +93,11 @@ class SCGCModule(L.LightningModule):
             raise ConfigError("kmeans_normalise_z", kmeans_normalise_z, "true or false")
         if kmeans_select not in ("inertia", "silhouette"):
             raise ConfigError("kmeans_select", kmeans_select, "inertia (scikit-learn's n_init) or silhouette")
+        warmup_kmeans_epochs = list(warmup_kmeans_epochs or [])
+        if warmup_kmeans_epochs and kmeans_select != "silhouette":
+            raise ConfigError("warmup_kmeans_epochs", warmup_kmeans_epochs, "empty unless kmeans_select=silhouette")
+        if not all(isinstance(e, int) and e >= 1 for e in warmup_kmeans_epochs):
+            raise ConfigError("warmup_kmeans_epochs", warmup_kmeans_epochs, "a list of warm-up epochs (integers >= 1)")
         check_range("seed", seed)
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.model = model
@@ -101,7 +108,11 @@ class SCGCModule(L.LightningModule):
         self.pretrain_batch_size = int(pretrain_batch_size)
         self.kmeans_n_init, self.seed = int(kmeans_n_init), int(seed)
         self.warmup_epochs, self.kmeans_normalise_z = int(contrastive_warmup_epochs), bool(kmeans_normalise_z)
+        # the end of the warm-up is always a candidate; epochs past it are ignored (a shorter warm-up stays valid)
         self.kmeans_select = kmeans_select
+        self.warmup_kmeans_epochs = {e for e in warmup_kmeans_epochs if e < self.warmup_epochs}
+        if self.warmup_kmeans_epochs:
+            self.warmup_kmeans_epochs.add(self.warmup_epochs)
 
         self.register_buffer("centres_initialised", torch.zeros((), dtype=torch.bool))
         self.register_buffer("val_best", torch.full((len(METRICS),), float("-inf")))
@@ -151,10 +162,9 @@ class SCGCModule(L.LightningModule):
         model.train()
         with torch.enable_grad():
             self._pretrain_autoencoder(x, decoder, gen)
-            if self.warmup_epochs > 0:
-                self._contrastive_warmup(x, gen)
+            km = self._contrastive_warmup(x, gen) if self.warmup_epochs > 0 else None
         model.train(was_training)
-        self._init_centres(x, batch["y"])
+        self._init_centres(x, batch["y"], km)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # every rank pre-trains the same way from the same seed; rank 0's result is made the one truth
             for t in [*model.parameters(), *self.buffers()]:
@@ -177,13 +187,17 @@ class SCGCModule(L.LightningModule):
             if epoch == 0 or epoch == self.pretrain_epochs - 1:
                 rank_zero_info(f"SCGC pre-training epoch {epoch + 1}/{self.pretrain_epochs}: mse {total / len(x):.5f}")
 
-    def _contrastive_warmup(self, x: torch.Tensor, gen: torch.Generator) -> None:
+    def _contrastive_warmup(self, x: torch.Tensor, gen: torch.Generator):
         """`warmup_epochs` epochs of the training loss without KL: alpha * L_NC (+ MSE for SCGC).
 
         Batched like training (full graph, or node batches of the data module's batch_size); a fresh Adam at
         `pretrain_lr`. SCGC*'s temporary decoder is not used: its training loss has no reconstruction term.
+        With `warmup_kmeans_epochs`, KMeans also runs after those epochs: the model goes back to the epoch whose
+        best partition has the highest silhouette (label-free early stopping of the warm-up). Returns that
+        KMeans fit, or None when only the final epoch is a candidate.
         """
         model = self.model
+        best = None  # (silhouette, epoch, KMeans fit, model state)
         opt = torch.optim.Adam(model.parameters(), lr=self.pretrain_lr)  # mu gets no gradient here
         batch_size = getattr(self._datamodule(), "batch_size", None)
         for epoch in range(self.warmup_epochs):
@@ -203,13 +217,28 @@ class SCGCModule(L.LightningModule):
                 opt.step()
             if epoch == 0 or epoch == self.warmup_epochs - 1:
                 rank_zero_info(f"SCGC contrastive warm-up epoch {epoch + 1}/{self.warmup_epochs}: nc {nc.item():.5f}")
+            if epoch + 1 in self.warmup_kmeans_epochs:
+                km, score = self._kmeans(self._kmeans_input(x)[1])
+                if best is None or score > best[0]:
+                    best = (score, epoch + 1, km, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if best is None:
+            return None
+        rank_zero_info(f"SCGC warm-up: KMeans after epoch {best[1]} has the best silhouette ({best[0]:.4f})")
+        model.load_state_dict(best[3])
+        return best[2]
 
-    def _init_centres(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    @torch.no_grad()
+    def _kmeans_input(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """z of every node, and what KMeans clusters: z, or z/|z| with kmeans_normalise_z (float64 numpy)."""
+        z = self.model.encode(x)
+        return z, (F.normalize(z, dim=1) if self.kmeans_normalise_z else z).cpu().double().numpy()
+
+    def _init_centres(self, x: torch.Tensor, y: torch.Tensor, km=None) -> None:
+        """Centres `mu` from KMeans on the current embedding (or from `km`, the warm-up's chosen fit)."""
         model = self.model
-        with torch.no_grad():
-            z = model.encode(x)
-            z_km = F.normalize(z, dim=1) if self.kmeans_normalise_z else z
-        km = self._kmeans(z_km.cpu().double().numpy())
+        z, z_km = self._kmeans_input(x)
+        if km is None:
+            km, _ = self._kmeans(z_km)
         if self.kmeans_normalise_z:  # q compares unnormalised z with mu: each centre = its cluster's mean z
             labels = torch.as_tensor(km.labels_, device=z.device)
             centres = torch.zeros_like(model.mu).index_add_(0, labels, z.to(model.mu.dtype))
@@ -225,6 +254,7 @@ class SCGCModule(L.LightningModule):
 
     def _kmeans(self, z: np.ndarray):
         """KMeans with `kmeans_n_init` restarts, the best by inertia (scikit-learn's rule) or by silhouette.
+        Returns (fit, its silhouette; None under the inertia rule).
 
         On Cora the lowest-inertia restart is sometimes a poor partition (ACC 0.64 where other restarts of
         the same embedding reach 0.72); the silhouette, a label-free validity index, picks better ones
@@ -239,7 +269,7 @@ class SCGCModule(L.LightningModule):
         # other and KMeans on a few thousand points slows from ~0.1 s to tens of seconds
         with threadpool_limits(limits=1, user_api="openmp"):
             if self.kmeans_select == "inertia":
-                return KMeans(n_clusters=k, n_init=self.kmeans_n_init, random_state=self.seed).fit(z)
+                return KMeans(n_clusters=k, n_init=self.kmeans_n_init, random_state=self.seed).fit(z), None
             seeds = np.random.default_rng(self.seed).integers(2**31 - 1, size=self.kmeans_n_init)
             fits = [KMeans(n_clusters=k, n_init=1, random_state=int(s)).fit(z) for s in seeds]
         sample = min(len(z), 5000)  # silhouette is O(N^2): large graphs score on a fixed node sample
@@ -247,7 +277,8 @@ class SCGCModule(L.LightningModule):
             silhouette_score(z, f.labels_, sample_size=sample, random_state=self.seed) if f.labels_.max() > 0 else -1.0
             for f in fits
         ]
-        return fits[int(np.argmax(scores))]
+        best = int(np.argmax(scores))
+        return fits[best], scores[best]
 
     # ---- training -----------------------------------------------------------------------------------
     def _refresh_p(self, idx: torch.Tensor, q: torch.Tensor) -> None:

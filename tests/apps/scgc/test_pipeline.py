@@ -28,6 +28,7 @@ SMALL = [
     "module.pretrain_epochs=2",
     "module.kmeans_n_init=2",
     "module.contrastive_warmup_epochs=2",
+    "module.warmup_kmeans_epochs=[1]",
     "callbacks.progress_bar=null",
 ]
 RESUME_TOLERANCE = 1e-6  # absolute, on every test metric: CPU float32, same seed, same ops

@@ -61,6 +61,8 @@ def trainer(max_epochs, **kwargs):
         ({"contrastive_warmup_epochs": 2.5}, "contrastive_warmup_epochs"),
         ({"kmeans_normalise_z": "yes"}, "kmeans_normalise_z"),
         ({"kmeans_select": "best"}, "kmeans_select"),
+        ({"kmeans_select": "inertia", "warmup_kmeans_epochs": [3]}, "warmup_kmeans_epochs"),
+        ({"kmeans_select": "silhouette", "warmup_kmeans_epochs": [0]}, "warmup_kmeans_epochs"),
     ],
 )
 def test_bad_arguments_name_the_key(kwargs, key):
@@ -202,11 +204,40 @@ def test_silhouette_rule_keeps_the_restart_with_the_best_silhouette(monkeypatch)
     monkeypatch.setattr(sklearn.cluster, "KMeans", Recorded)
     z, _ = make_blobs(n_samples=300, centers=10, cluster_std=0.6, center_box=(-8, 8), random_state=3)
     module = SCGCModule(SCGC(6, 10, **TINY), ADAM, kmeans_n_init=6, kmeans_select="silhouette", seed=0)
-    chosen = module._kmeans(z)
+    chosen, score = module._kmeans(z)
     assert len(fits) == 6 and all(f.n_init == 1 for f in fits)
     scores = [silhouette_score(z, f.labels_) for f in fits]
     assert len({round(s, 6) for s in scores}) > 1, "the restarts found one partition: the test proves nothing"
-    assert chosen is fits[int(np.argmax(scores))]
+    assert chosen is fits[int(np.argmax(scores))] and score == pytest.approx(max(scores))
+
+
+def test_warmup_returns_to_the_epoch_of_the_best_silhouette(tmp_path):
+    """With warmup_kmeans_epochs, KMeans runs after those warm-up epochs and after the last; the model is put back
+    to the epoch whose partition scored best, and that partition (not a new KMeans) initialises the centres."""
+    dm = block_graph(tmp_path)
+    module = SCGCModule(
+        SCGC(6, 4, **TINY), ADAM, pretrain_epochs=1, contrastive_warmup_epochs=6, kmeans_normalise_z=True,
+        kmeans_select="silhouette", kmeans_n_init=2, warmup_kmeans_epochs=[2, 4, 9], seed=0,
+    )  # fmt: skip
+    module._datamodule = lambda: dm
+    real_kmeans, calls = module._kmeans, []
+    fake_scores = [0.2, 0.9, 0.1]  # epochs 2, 4, 6 (9 is past the warm-up: ignored)
+
+    def scored_kmeans(z):
+        fit, _ = real_kmeans(z)
+        calls.append(({k: v.clone() for k, v in module.model.encoder.state_dict().items()}, fit))
+        return fit, fake_scores[len(calls) - 1]
+
+    module._kmeans = scored_kmeans
+    module.pretrain_and_init_centres()
+    assert len(calls) == 3
+    state, fit = calls[1]
+    for k, v in module.model.encoder.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    assert not torch.equal(calls[1][0]["0.weight"], calls[2][0]["0.weight"]), "the warm-up did not move the encoder"
+    labels = torch.as_tensor(fit.labels_)
+    z = module.model.encode(dm.full_batch()["x"]).detach()
+    torch.testing.assert_close(module.model.mu.detach()[labels[0]], z[labels == labels[0]].mean(0))
 
 
 def test_make_plots_writes_tsne(tmp_path):

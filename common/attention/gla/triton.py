@@ -8,7 +8,9 @@ Gradients flow to q, k, v, g and initial_state. K <= 256; V any size; T any leng
 Design (chunks of C = 64, sub-chunks of S = 16): the intra-chunk map is built once per pass, then the
 parallel kernels are matmuls over it.
     forward:  cumsum (gcs = chunk-local cumsum of g, fp32), fwd_h (states h entering each chunk),
-              fwd_a (A [B*H, NT, C, C] fp32, scale folded in), fwd_o (o = (q e^gcs) h + A v).
+              fwd_a + fwd_a_diag (A [B*H, NT, C, C] fp32, scale folded in: off-diagonal sub-chunk blocks as
+              tensor-core products, diagonal 16 x 16 blocks row by row in small programs, as fla splits them),
+              fwd_o (o = (q e^gcs) h + A v).
               Saved: q, k, v, g, gcs, A, h (input dtype), ht.
     backward: bwd_dh (state gradients), bwd_da (dA = scale do v^T, lower triangle), bwd_dv
               (A^T do + (k e^{b_C - b}) dh), bwd_intra (dq, dk from dA, fp32), bwd_inter (+ do h^T, v dh^T,
@@ -58,6 +60,7 @@ LAUNCH = dict(
     cumsum=(4, 1),
     fwd_h=(4, 2),
     fwd_a=(4, 1),
+    fwd_a_diag=(2, 1),
     fwd_o=(8, 2),
     bwd_dh=(4, 2),
     bwd_da=(8, 2),
@@ -94,6 +97,7 @@ def _blocks(k_dim: int, v_dim: int, dtype: torch.dtype) -> dict:
         BK_H=min(_pow2(k_dim), 64),
         BV_H=min(_pow2(v_dim), 64),
         BK_A=min(_pow2(k_dim), wide if dtype == torch.float32 or k_dim > 128 else 128),
+        BK_D=min(_pow2(k_dim), 128),
     )
 
 
@@ -148,10 +152,12 @@ def _forward(q, k, v, g, h0, scale):
         **_launch("fwd_h"),
     )  # fmt: skip
     a = q.new_empty(b * nh, nt, CHUNK, CHUNK, dtype=torch.float32)
+    a_args = (q, k, gcs, a, scale, t, nt)
+    a_dims = dict(H=nh, K=dk, C=CHUNK, S=SUB)
     triton_fwd.fwd_a_kernel[(CHUNK // SUB, nt, b * nh)](
-        q, k, gcs, a, scale, t, nt, H=nh, K=dk, C=CHUNK, S=SUB, BK=blk["BK_A"], PREC_FINE=_fine_prec(q.dtype),
-        **_launch("fwd_a"),
-    )  # fmt: skip
+        *a_args, **a_dims, BK=blk["BK_A"], PREC_FINE=_fine_prec(q.dtype), **_launch("fwd_a")
+    )
+    triton_fwd.fwd_a_diag_kernel[(CHUNK // SUB, nt, b * nh)](*a_args, **a_dims, BK=blk["BK_D"], **_launch("fwd_a_diag"))
     o = v.new_empty(b, t, nh, dv)
     triton_fwd.fwd_o_kernel[(triton.cdiv(dv, blk["BV"]), nt, b * nh)](
         q, v, gcs, h, a, o, scale, t, nt, **dims, BK=blk["BK"], BV=blk["BV"], **_launch("fwd_o")

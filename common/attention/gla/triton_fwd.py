@@ -34,7 +34,8 @@ def fwd_a_kernel(
     BK: tl.constexpr,
     PREC_FINE: tl.constexpr,
 ):
-    """Rows i*S .. i*S+S-1 of one chunk's A. Grid (C // S, NT, B * H); K in blocks of BK (a loop)."""
+    """Rows i*S .. i*S+S-1 of one chunk's A outside the diagonal block: earlier keys as one tensor-core product,
+    zeros after the block. Grid (C // S, NT, B * H); K in blocks of BK (a loop)."""
     i_i, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
     o_s = tl.arange(0, S)
@@ -42,20 +43,53 @@ def fwd_a_kernel(
     r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
     m_i = s0 + o_s < T
     a_off = tl.zeros([S, C], dtype=tl.float32)
+    if (i_i > 0) & (s0 < T):  # earlier keys meet the sub-chunk's queries through the row r = i*S - 1
+        m_before = m_c & (o_c < i_i * S)
+        for i_kb in range(tl.cdiv(K, BK)):
+            o_k = i_kb * BK + tl.arange(0, BK)
+            m_k = o_k < K
+            b_r = tl.load(gcs + (tok0 + (i_i * S - 1) * H) * K + o_k, mask=m_k, other=0.0)
+            q_r = _rows(q + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32) * tl.exp(
+                tl.where(m_i[:, None], _rows(gcs + tok0 * K, r_i, m_i, o_k, m_k, H * K) - b_r[None, :], 0.0)
+            )
+            kd = _rows(k + tok0 * K, o_c, m_before, o_k, m_k, H * K) * tl.exp(
+                b_r[None, :] - _rows(gcs + tok0 * K, o_c, m_before, o_k, m_k, H * K)
+            )  # rows past r load 0: e^{b_r} <= 1 times k = 0
+            a_off += _dot_fine(q_r, tl.trans(kd), PREC_FINE)
+    m_off = (o_c[None, :] < i_i * S) | (o_c[None, :] >= i_i * S + S)
+    p_a = A + (i_bh.to(tl.int64) * NT + i_t) * C * C + (i_i * S + o_s)[:, None] * C
+    tl.store(p_a + o_c[None, :], a_off * scale, mask=m_off & (o_s[:, None] >= 0))
+
+
+@triton.jit
+def fwd_a_diag_kernel(
+    q,
+    k,
+    gcs,
+    A,
+    scale,
+    T,
+    NT,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    C: tl.constexpr,
+    S: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """The 16 x 16 diagonal block of sub-chunk i, one key row at a time (a small program, few warps: each step
+    is a row reduction). Grid (C // S, NT, B * H); K in blocks of BK (a loop)."""
+    i_i, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    tok0, _, _ = _chunk(i_t, i_bh, T, H, C)
+    o_s = tl.arange(0, S)
+    s0 = i_t * C + i_i * S  # first row of the sub-chunk
+    r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
+    m_i = s0 + o_s < T
     a_diag = tl.zeros([S, S], dtype=tl.float32)
     for i_kb in range(tl.cdiv(K, BK)):
         o_k = i_kb * BK + tl.arange(0, BK)
         m_k = o_k < K
-        q_i = _rows(q + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32) * scale
+        q_i = _rows(q + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32)
         b_i = _rows(gcs + tok0 * K, r_i, m_i, o_k, m_k, H * K)
-        if (i_i > 0) & (s0 < T):  # earlier keys meet the sub-chunk's queries through the row r = i*S - 1
-            m_before = m_c & (o_c < i_i * S)
-            b_r = tl.load(gcs + (tok0 + (i_i * S - 1) * H) * K + o_k, mask=m_k, other=0.0)
-            kd = _rows(k + tok0 * K, o_c, m_before, o_k, m_k, H * K) * tl.exp(
-                b_r[None, :] - _rows(gcs + tok0 * K, o_c, m_before, o_k, m_k, H * K)
-            )  # rows past r load 0: e^{b_r} <= 1 times k = 0
-            q_r = q_i * tl.exp(tl.where(m_i[:, None], b_i - b_r[None, :], 0.0))
-            a_off += _dot_fine(q_r, tl.trans(kd), PREC_FINE)
         for j in range(S):
             tok_j = tok0 + (i_i * S + j) * H
             ok_j = s0 + j < T
@@ -65,10 +99,7 @@ def fwd_a_kernel(
             col = tl.sum(q_i * k_j[None, :] * e, 1)  # [S]: A[rows of i, key j]
             a_diag += tl.where(o_s[None, :] == j, col[:, None], 0.0)
     p_a = A + (i_bh.to(tl.int64) * NT + i_t) * C * C + (i_i * S + o_s)[:, None] * C
-    # two disjoint stores (no ordering between them is needed): off-diagonal columns, then the diagonal block
-    m_off = (o_c[None, :] < i_i * S) | (o_c[None, :] >= i_i * S + S)
-    tl.store(p_a + o_c[None, :], a_off, mask=m_off & (o_s[:, None] >= 0))
-    tl.store(p_a + i_i * S + o_s[None, :], a_diag)
+    tl.store(p_a + i_i * S + o_s[None, :], a_diag * scale)
 
 
 @triton.jit

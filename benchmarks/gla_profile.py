@@ -1,6 +1,6 @@
 """Where the time of one GLA forward+backward goes, per GPU kernel: ours against fla's chunk_gla.
 
-python -m benchmarks.gla_profile [--shapes B4-T2048-H16-D128 B8-T1024-H8-D64] [--out FILE.json]
+python -m benchmarks.gla_profile [--shapes B4-T2048-H16-D128 B8-T1024-H8-D64] [--providers ours fla] [--out FILE.json]
 
 torch.profiler's CUDA time per kernel name (mean over the profiled steps, after warm-up), so the kernels that
 miss fla's speed can be named; then our forward+backward under other launch configs (warps and stages per
@@ -33,6 +33,9 @@ VARIANTS = [
     {"fwd_a_diag": (4, 1)},
     {"BK_D": 64},
     {"BK_D": 64, "fwd_a_diag": (1, 1)},
+    {"BK_D": 64, "fwd_a_diag": (4, 1)},
+    {"BK_D": 32},
+    {"BK_D": 32, "fwd_a_diag": (4, 1)},
     {"fwd_o": (4, 3)},
     {"bwd_intra": (2, 1)},
     {"bwd_intra": (8, 1)},
@@ -43,6 +46,8 @@ VARIANTS = [
     {"BK": 32},
     {"BV": 32},
     {"BV_H": 32},
+    {"BK_H": 32},
+    {"fwd_h": (8, 2)},
 ]
 
 
@@ -97,13 +102,14 @@ def config_sweep(leaves, do) -> list[dict]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gla_profile", description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["B4-T2048-H16-D128", "B8-T1024-H8-D64"])
+    parser.add_argument("--providers", nargs="+", default=["ours", "fla"], choices=["ours", "fla"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     results = {}
     for name in args.shapes:
         b, t, h, d = SHAPES[name]
         leaves, do = make_inputs(b, t, h, d, torch.device("cuda"))
-        for provider in ("ours", "fla"):
+        for provider in args.providers:
             fn = provider_fn(provider, b, t, h, d)
             if isinstance(fn, str):
                 print(f"{name} {provider}: skipped, {fn}")

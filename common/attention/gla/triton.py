@@ -60,7 +60,7 @@ LAUNCH = dict(
     cumsum=(4, 1),
     fwd_h=(4, 2),
     fwd_a=(4, 1),
-    fwd_a_diag=(2, 1),
+    fwd_a_diag=(4, 1),
     fwd_o=(8, 2),
     bwd_dh=(4, 2),
     bwd_da=(8, 2),
@@ -97,7 +97,7 @@ def _blocks(k_dim: int, v_dim: int, dtype: torch.dtype) -> dict:
         BK_H=min(_pow2(k_dim), 64),
         BV_H=min(_pow2(v_dim), 64),
         BK_A=min(_pow2(k_dim), wide if dtype == torch.float32 or k_dim > 128 else 128),
-        BK_D=min(_pow2(k_dim), 128),
+        BK_D=min(_pow2(k_dim), 64),
     )
 
 

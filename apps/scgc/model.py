@@ -10,16 +10,22 @@ inference the model maps node features to soft cluster assignments without the g
   about half the parameters.
 - `mu` [K, n_z]: cluster centres, initialised by KMeans on z (done by the Lightning module).
 - Student-t soft assignment q_ij ∝ (1 + ||z_i - mu_j||² / v)^(-(v+1)/2), rows sum to 1.
+- `space`: where q measures distances. "raw": z itself (the paper). "sphere" (an app deviation): s * z/|z|,
+  the cosine geometry that L_NC shapes, with s = the buffer `z_scale` (the mean |z| when the centres were
+  initialised), so q is as sharp as on raw z. KMeans then initialises the centres in the same space, so the
+  first argmax q is exactly the KMeans partition (with raw q it lost ~0.015 ACC on Cora; README).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.errors import ConfigError, check_choice, check_range
 
 VARIANTS = ("scgc", "scgc_star")
+SPACES = ("raw", "sphere")
 
 
 def _check_int(key: str, value, low: int) -> None:
@@ -54,6 +60,7 @@ class SCGC(nn.Module):
         hidden: tuple[int, ...] | list[int] = (500, 500, 2000),
         n_z: int = 10,
         v: float = 1.0,
+        space: str = "raw",
     ):
         super().__init__()
         _check_int("in_dim", in_dim, 1)
@@ -61,6 +68,7 @@ class SCGC(nn.Module):
         check_choice("variant", variant, VARIANTS)
         _check_int("n_z", n_z, 1)
         check_range("v", v, 0.0, low_inclusive=False)
+        check_choice("space", space, SPACES)
         try:
             hidden = tuple(int(h) for h in hidden)
         except (TypeError, ValueError):
@@ -70,11 +78,12 @@ class SCGC(nn.Module):
 
         in_dim, n_clusters, n_z = int(in_dim), int(n_clusters), int(n_z)
         self.in_dim, self.n_clusters, self.variant = in_dim, n_clusters, variant
-        self.hidden, self.n_z, self.v = hidden, n_z, float(v)
+        self.hidden, self.n_z, self.v, self.space = hidden, n_z, float(v), space
         self.encoder = mlp([in_dim, *hidden, n_z])
         self.decoder = build_decoder(in_dim, hidden, n_z) if variant == "scgc" else None
         self.mu = nn.Parameter(torch.empty(n_clusters, n_z))
         nn.init.xavier_normal_(self.mu)  # as the official code; overwritten by KMeans before training
+        self.register_buffer("z_scale", torch.ones(()))  # space="sphere": the sphere's radius, set with the centres
 
     # ---- training-time pieces -------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -87,9 +96,13 @@ class SCGC(nn.Module):
             raise RuntimeError("SCGC* (variant='scgc_star') has no decoder")
         return self.decoder(z)
 
+    def assign_space(self, z: Tensor) -> Tensor:
+        """z where q measures it: z itself (space="raw") or z_scale * z/|z| (space="sphere")."""
+        return z if self.space == "raw" else self.z_scale * F.normalize(z, dim=1)
+
     def soft_assign(self, z: Tensor) -> Tensor:
         """Student-t soft assignment q [N, K] of embeddings to the centres `mu`; rows sum to 1."""
-        d2 = (z.unsqueeze(1) - self.mu.unsqueeze(0)).pow(2).sum(-1)
+        d2 = (self.assign_space(z).unsqueeze(1) - self.mu.unsqueeze(0)).pow(2).sum(-1)
         q = (1.0 + d2 / self.v).pow(-(self.v + 1.0) / 2.0)
         return q / q.sum(dim=1, keepdim=True)
 

@@ -16,8 +16,9 @@ Loss per step (on a batch of nodes B; the full graph by default):
   pre-training and KMeans, W epochs of the training loss without its KL term (alpha * L_NC, + MSE for SCGC),
   so KMeans sees a graph-aware embedding. On Cora, KMeans on the pre-trained AE embedding finds poor
   centres (ACC 0.36-0.46) that DEC then sharpens; after the warm-up KMeans alone reaches ~0.70.
-  `kmeans_normalise_z` runs KMeans on the L2-normalised z (the geometry L_NC shapes: cosine similarity)
-  and sets each centre to the mean of its cluster's unnormalised z (q lives in the unnormalised space).
+  KMeans runs where q measures z (the model's `space`): on raw z, or on z/|z| for space="sphere"; there
+  both z and the centres are scaled by mean |z| (the model's `z_scale`, set here), so argmax q starts as
+  exactly the KMeans partition.
   `kmeans_select` picks the KMeans restart: lowest inertia (scikit-learn's rule, the paper) or highest
   silhouette (an app deviation: on Cora the lowest-inertia restart is sometimes a poor partition); with
   `warmup_kmeans_epochs` the silhouette also picks the warm-up epoch (label-free early stopping).
@@ -68,7 +69,6 @@ class SCGCModule(L.LightningModule):
         pretrain_batch_size: int = 256,
         kmeans_n_init: int = 20,
         contrastive_warmup_epochs: int = 0,
-        kmeans_normalise_z: bool = False,
         kmeans_select: str = "inertia",
         warmup_kmeans_epochs: list[int] | tuple[int, ...] = (),
         seed: int = 42,
@@ -89,8 +89,6 @@ class SCGCModule(L.LightningModule):
         check_range("contrastive_warmup_epochs", contrastive_warmup_epochs, 0)
         if int(contrastive_warmup_epochs) != contrastive_warmup_epochs:
             raise ConfigError("contrastive_warmup_epochs", contrastive_warmup_epochs, "an integer >= 0 (0: no warm-up)")
-        if kmeans_normalise_z not in (True, False):
-            raise ConfigError("kmeans_normalise_z", kmeans_normalise_z, "true or false")
         if kmeans_select not in ("inertia", "silhouette"):
             raise ConfigError("kmeans_select", kmeans_select, "inertia (scikit-learn's n_init) or silhouette")
         warmup_kmeans_epochs = list(warmup_kmeans_epochs or [])
@@ -107,7 +105,7 @@ class SCGCModule(L.LightningModule):
         self.pretrain_epochs, self.pretrain_lr = int(pretrain_epochs), float(pretrain_lr)
         self.pretrain_batch_size = int(pretrain_batch_size)
         self.kmeans_n_init, self.seed = int(kmeans_n_init), int(seed)
-        self.warmup_epochs, self.kmeans_normalise_z = int(contrastive_warmup_epochs), bool(kmeans_normalise_z)
+        self.warmup_epochs = int(contrastive_warmup_epochs)
         # the end of the warm-up is always a candidate; epochs past it are ignored (a shorter warm-up stays valid)
         self.kmeans_select = kmeans_select
         self.warmup_kmeans_epochs = {e for e in warmup_kmeans_epochs if e < self.warmup_epochs}
@@ -229,9 +227,9 @@ class SCGCModule(L.LightningModule):
 
     @torch.no_grad()
     def _kmeans_input(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """z of every node, and what KMeans clusters: z, or z/|z| with kmeans_normalise_z (float64 numpy)."""
+        """z of every node, and what KMeans clusters: z, or z/|z| for the model's space="sphere" (float64 numpy)."""
         z = self.model.encode(x)
-        return z, (F.normalize(z, dim=1) if self.kmeans_normalise_z else z).cpu().double().numpy()
+        return z, (z if self.model.space == "raw" else F.normalize(z, dim=1)).cpu().double().numpy()
 
     def _init_centres(self, x: torch.Tensor, y: torch.Tensor, km=None) -> None:
         """Centres `mu` from KMeans on the current embedding (or from `km`, the warm-up's chosen fit)."""
@@ -239,13 +237,11 @@ class SCGCModule(L.LightningModule):
         z, z_km = self._kmeans_input(x)
         if km is None:
             km, _ = self._kmeans(z_km)
-        if self.kmeans_normalise_z:  # q compares unnormalised z with mu: each centre = its cluster's mean z
-            labels = torch.as_tensor(km.labels_, device=z.device)
-            centres = torch.zeros_like(model.mu).index_add_(0, labels, z.to(model.mu.dtype))
-            centres /= torch.bincount(labels, minlength=model.n_clusters).clamp(min=1).unsqueeze(1).to(centres.dtype)
-        else:
-            centres = torch.as_tensor(km.cluster_centers_, dtype=model.mu.dtype, device=model.mu.device)
+        centres = torch.as_tensor(km.cluster_centers_, dtype=model.mu.dtype, device=model.mu.device)
         with torch.no_grad():
+            if model.space == "sphere":  # q sees z_scale * z/|z|: scaled alike, argmax q is the KMeans partition
+                model.z_scale.fill_(z.norm(dim=1).mean())
+                centres = model.z_scale * centres
             model.mu.copy_(centres)
         self.centres_initialised.fill_(True)
         m = clustering_metrics(y.numpy(), km.labels_)

@@ -28,6 +28,20 @@ def test_soft_assign_is_student_t():
     torch.testing.assert_close(model.soft_assign(z), want)
 
 
+def test_sphere_space_measures_scaled_directions():
+    """space="sphere": q depends on z only through z/|z| (scaling a row changes nothing) and compares
+    z_scale * z/|z| with mu by the same Student-t kernel."""
+    torch.manual_seed(0)
+    model = SCGC(6, 4, hidden=(8,), n_z=3, space="sphere")
+    model.z_scale.fill_(2.5)
+    z = torch.randn(5, 3)
+    q = model.soft_assign(z)
+    torch.testing.assert_close(model.soft_assign(z * torch.rand(5, 1).add(0.5)), q)
+    raw = SCGC(6, 4, hidden=(8,), n_z=3)
+    raw.mu.data.copy_(model.mu.data)
+    torch.testing.assert_close(raw.soft_assign(2.5 * z / z.norm(dim=1, keepdim=True)), q)
+
+
 @pytest.mark.parametrize("variant", ["scgc", "scgc_star"])
 def test_every_parameter_gets_a_gradient(variant):
     torch.manual_seed(0)
@@ -64,6 +78,7 @@ def test_scgc_star_has_half_the_parameters_and_no_decoder():
         ({"v": 0.0}, "v"),
         ({"hidden": []}, "hidden"),
         ({"hidden": ["wide"]}, "hidden"),
+        ({"space": "cosine"}, "space"),
     ],
 )
 def test_bad_arguments_name_the_key(kwargs, key):

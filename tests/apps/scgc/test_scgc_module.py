@@ -59,7 +59,6 @@ def trainer(max_epochs, **kwargs):
         ({"kmeans_n_init": 0}, "kmeans_n_init"),
         ({"contrastive_warmup_epochs": -1}, "contrastive_warmup_epochs"),
         ({"contrastive_warmup_epochs": 2.5}, "contrastive_warmup_epochs"),
-        ({"kmeans_normalise_z": "yes"}, "kmeans_normalise_z"),
         ({"kmeans_select": "best"}, "kmeans_select"),
         ({"kmeans_select": "inertia", "warmup_kmeans_epochs": [3]}, "warmup_kmeans_epochs"),
         ({"kmeans_select": "silhouette", "warmup_kmeans_epochs": [0]}, "warmup_kmeans_epochs"),
@@ -81,13 +80,12 @@ def fit(data_dir, tmp_path, max_epochs, batch_size, variant, ckpt_path=None):
     L.seed_everything(7, verbose=False)
     dm = SCGCDataModule(dataset="digits_knn", data_dir=data_dir, batch_size=batch_size, seed=7)
     module = SCGCModule(
-        SCGC(64, 10, variant=variant, **TINY),
+        SCGC(64, 10, variant=variant, space="sphere", **TINY),
         ADAM,
         order=2,
         tau=0.5,
         pretrain_epochs=2,
         contrastive_warmup_epochs=2,
-        kmeans_normalise_z=True,
         seed=7,
     )
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
@@ -137,7 +135,7 @@ def init_after_pretraining(dm, warmup_epochs, normalise):
     """
     torch.manual_seed(0)
     module = SCGCModule(
-        SCGC(6, 4, variant="scgc_star", **TINY),
+        SCGC(6, 4, variant="scgc_star", space="sphere" if normalise else "raw", **TINY),
         ADAM,
         alpha=2.0,
         order=2,
@@ -146,7 +144,6 @@ def init_after_pretraining(dm, warmup_epochs, normalise):
         pretrain_lr=1e-2,
         pretrain_batch_size=64,
         contrastive_warmup_epochs=warmup_epochs,
-        kmeans_normalise_z=normalise,
         seed=0,
     )
     module._datamodule = lambda: dm  # no Trainer needed for this step
@@ -172,19 +169,23 @@ def test_contrastive_warmup_gives_kmeans_the_graph(tmp_path):
     assert acc1 >= acc_raw + 0.05, (acc_raw, acc1)
 
 
-def test_normalised_kmeans_centres_are_cluster_means_of_z(tmp_path):
-    """With kmeans_normalise_z, KMeans runs on z/|z| but mu must be the mean of each cluster's raw z."""
+def test_sphere_space_starts_from_the_kmeans_partition(tmp_path):
+    """With space="sphere", KMeans runs on z/|z|, z_scale is the mean |z|, mu is z_scale times the KMeans centres,
+    and the first argmax q is exactly the KMeans partition (q compares z_scale * z/|z| with mu)."""
     dm = block_graph(tmp_path)
-    module = SCGCModule(SCGC(6, 4, **TINY), ADAM, pretrain_epochs=1, kmeans_normalise_z=True, seed=0)
+    module = SCGCModule(SCGC(6, 4, space="sphere", **TINY), ADAM, pretrain_epochs=1, seed=0)
     module._datamodule = lambda: dm
     module.pretrain_and_init_centres()
     x = dm.full_batch()["x"]
     with torch.no_grad():
-        z = module.model.encode(x)
+        q, z = module.model(x)
     with threadpool_limits(limits=1, user_api="openmp"):
-        labels = KMeans(4, n_init=20, random_state=0).fit_predict(torch.nn.functional.normalize(z, dim=1).double())
-    expected = torch.stack([z[torch.as_tensor(labels == k)].mean(0) for k in range(4)])
+        km = KMeans(4, n_init=20, random_state=0).fit(torch.nn.functional.normalize(z, dim=1).double())
+    assert module.model.z_scale.item() == pytest.approx(z.norm(dim=1).mean().item(), rel=1e-5)
+    expected = module.model.z_scale * torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
     torch.testing.assert_close(module.model.mu.detach(), expected, rtol=1e-5, atol=1e-5)
+    assert len(set(km.labels_.tolist())) == 4
+    np.testing.assert_array_equal(q.argmax(1).numpy(), km.labels_)
 
 
 def test_silhouette_rule_keeps_the_restart_with_the_best_silhouette(monkeypatch):
@@ -216,7 +217,7 @@ def test_warmup_returns_to_the_epoch_of_the_best_silhouette(tmp_path):
     to the epoch whose partition scored best, and that partition (not a new KMeans) initialises the centres."""
     dm = block_graph(tmp_path)
     module = SCGCModule(
-        SCGC(6, 4, **TINY), ADAM, pretrain_epochs=1, contrastive_warmup_epochs=6, kmeans_normalise_z=True,
+        SCGC(6, 4, space="sphere", **TINY), ADAM, pretrain_epochs=1, contrastive_warmup_epochs=6,
         kmeans_select="silhouette", kmeans_n_init=2, warmup_kmeans_epochs=[2, 4, 9], seed=0,
     )  # fmt: skip
     module._datamodule = lambda: dm
@@ -235,9 +236,9 @@ def test_warmup_returns_to_the_epoch_of_the_best_silhouette(tmp_path):
     for k, v in module.model.encoder.state_dict().items():
         torch.testing.assert_close(v, state[k], rtol=0, atol=0)
     assert not torch.equal(calls[1][0]["0.weight"], calls[2][0]["0.weight"]), "the warm-up did not move the encoder"
-    labels = torch.as_tensor(fit.labels_)
-    z = module.model.encode(dm.full_batch()["x"]).detach()
-    torch.testing.assert_close(module.model.mu.detach()[labels[0]], z[labels == labels[0]].mean(0))
+    torch.testing.assert_close(
+        module.model.mu.detach(), module.model.z_scale * torch.as_tensor(fit.cluster_centers_, dtype=torch.float32)
+    )
 
 
 def test_make_plots_writes_tsne(tmp_path):

@@ -13,7 +13,7 @@ inference the model maps node features to soft cluster assignments without the g
 - `space`: where q measures distances. "raw": z itself (the paper). "sphere" (an app deviation): s * z/|z|,
   the cosine geometry that L_NC shapes, with s = the buffer `z_scale` (the mean |z| when the centres were
   initialised), so q is as sharp as on raw z. KMeans then initialises the centres in the same space, so the
-  first argmax q is exactly the KMeans partition (with raw q it lost ~0.015 ACC on Cora; README).
+  first argmax q is exactly the KMeans partition (with raw q it lost ~0.01 ACC on Cora; README).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from common.attention.gla.triton_state import _chunk, _chunk_total, _dot, _dot_fine, _rows, _to
+from common.attention.gla.triton_state import _chunk, _chunk_total, _dot, _dot_fine, _row, _rows, _subchunk, _to
 
 
 @triton.jit
@@ -121,19 +121,16 @@ def bwd_intra_kernel(
     i_ki, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_kb, i_i = i_ki // NC, i_ki % NC
     tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
-    o_s = tl.arange(0, S)
+    o_s, s0, r_i, m_i = _subchunk(i_t, i_i, T, C, S)  # rows, first row, rows relative to tok0, mask
     o_k = i_kb * BK + tl.arange(0, BK)
     m_k = o_k < K
-    s0 = i_t * C + i_i * S
-    r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
-    m_i = s0 + o_s < T
     p_da = dA + (i_bh.to(tl.int64) * NT + i_t) * C * C
     b_i = _rows(gcs + tok0 * K, r_i, m_i, o_k, m_k, H * K)
     dq_i = tl.zeros([S, BK], dtype=tl.float32)
     dk_i = tl.zeros([S, BK], dtype=tl.float32)
     if (i_i > 0) & (s0 < T):  # keys of earlier sub-chunks, through the reference row r = i*S - 1
         m_before = m_c & (o_c < i_i * S)
-        b_r = tl.load(gcs + (tok0 + (i_i * S - 1) * H) * K + o_k, mask=m_k, other=0.0)
+        b_r = _row(gcs, tok0, i_i * S - 1, o_k, m_k, H, K)
         kd = _rows(k + tok0 * K, o_c, m_before, o_k, m_k, H * K) * tl.exp(
             b_r[None, :] - _rows(gcs + tok0 * K, o_c, m_before, o_k, m_k, H * K)
         )  # e^{b_r - b_s}; rows past r load 0: e^{b_r} <= 1 times k = 0
@@ -141,17 +138,17 @@ def bwd_intra_kernel(
         dq_i += _dot_fine(da, kd, PREC_FINE) * tl.exp(tl.where(m_i[:, None], b_i - b_r[None, :], 0.0))
     if (i_i < NC - 1) & (s0 + S < T):  # queries of later sub-chunks, through the last row e = i*S + S - 1
         m_after = m_c & (o_c >= i_i * S + S)
-        b_e = tl.load(gcs + (tok0 + (i_i * S + S - 1) * H) * K + o_k, mask=m_k, other=0.0)
+        b_e = _row(gcs, tok0, i_i * S + S - 1, o_k, m_k, H, K)
         e_a = tl.where(m_after[:, None], _rows(gcs + tok0 * K, o_c, m_after, o_k, m_k, H * K) - b_e[None, :], 0.0)
         qd = _rows(q + tok0 * K, o_c, m_after, o_k, m_k, H * K) * tl.exp(e_a)  # e^{b_t - b_e}
         dat = tl.load(p_da + o_c[None, :] * C + (i_i * S + o_s)[:, None])  # [S, C]: dA[all queries, keys of i]^T
         dk_i += _dot_fine(dat, qd, PREC_FINE) * tl.exp(b_e[None, :] - b_i)  # e^{b_e - b_s}
     for j in range(S):  # diagonal block: step j is key j (for dq) and query j (for dk)
-        tok_j = tok0 + (i_i * S + j) * H
         ok_j = s0 + j < T
-        k_j = tl.load(k + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
-        q_j = tl.load(q + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
-        b_j = tl.load(gcs + tok_j * K + o_k, mask=m_k & ok_j, other=0.0)
+        m_j = m_k & ok_j
+        k_j = _row(k, tok0, i_i * S + j, o_k, m_j, H, K).to(tl.float32)
+        q_j = _row(q, tok0, i_i * S + j, o_k, m_j, H, K).to(tl.float32)
+        b_j = _row(gcs, tok0, i_i * S + j, o_k, m_j, H, K)
         da_col = tl.load(p_da + (i_i * S + o_s) * C + i_i * S + j)  # dA[rows of i, key j]
         da_row = tl.load(p_da + (i_i * S + j) * C + i_i * S + o_s)  # dA[query j, keys of i]
         e_q = tl.exp(tl.where((o_s[:, None] >= j) & m_i[:, None], b_i - b_j[None, :], float("-inf")))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from common.attention.gla.triton_state import _chunk, _dot, _dot_fine, _rows, _to
+from common.attention.gla.triton_state import _chunk, _dot, _dot_fine, _row, _rows, _subchunk, _to
 
 
 @triton.jit
@@ -38,17 +38,14 @@ def fwd_a_kernel(
     zeros after the block. Grid (C // S, NT, B * H); K in blocks of BK (a loop)."""
     i_i, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     tok0, o_c, m_c = _chunk(i_t, i_bh, T, H, C)  # the chunk's first token, its rows, in-sequence mask
-    o_s = tl.arange(0, S)
-    s0 = i_t * C + i_i * S  # first row of the sub-chunk
-    r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
-    m_i = s0 + o_s < T
+    o_s, s0, r_i, m_i = _subchunk(i_t, i_i, T, C, S)  # rows, first row, rows relative to tok0, mask
     a_off = tl.zeros([S, C], dtype=tl.float32)
     if (i_i > 0) & (s0 < T):  # earlier keys meet the sub-chunk's queries through the row r = i*S - 1
         m_before = m_c & (o_c < i_i * S)
         for i_kb in range(tl.cdiv(K, BK)):
             o_k = i_kb * BK + tl.arange(0, BK)
             m_k = o_k < K
-            b_r = tl.load(gcs + (tok0 + (i_i * S - 1) * H) * K + o_k, mask=m_k, other=0.0)
+            b_r = _row(gcs, tok0, i_i * S - 1, o_k, m_k, H, K)
             q_r = _rows(q + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32) * tl.exp(
                 tl.where(m_i[:, None], _rows(gcs + tok0 * K, r_i, m_i, o_k, m_k, H * K) - b_r[None, :], 0.0)
             )
@@ -80,10 +77,7 @@ def fwd_a_diag_kernel(
     is a row reduction). Grid (C // S, NT, B * H); K in blocks of BK (a loop)."""
     i_i, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     tok0, _, _ = _chunk(i_t, i_bh, T, H, C)
-    o_s = tl.arange(0, S)
-    s0 = i_t * C + i_i * S  # first row of the sub-chunk
-    r_i = i_i * S + o_s  # the sub-chunk's rows, relative to tok0
-    m_i = s0 + o_s < T
+    o_s, s0, r_i, m_i = _subchunk(i_t, i_i, T, C, S)  # rows, first row, rows relative to tok0, mask
     a_diag = tl.zeros([S, S], dtype=tl.float32)
     for i_kb in range(tl.cdiv(K, BK)):
         o_k = i_kb * BK + tl.arange(0, BK)
@@ -91,10 +85,9 @@ def fwd_a_diag_kernel(
         q_i = _rows(q + tok0 * K, r_i, m_i, o_k, m_k, H * K).to(tl.float32)
         b_i = _rows(gcs + tok0 * K, r_i, m_i, o_k, m_k, H * K)
         for j in range(S):
-            tok_j = tok0 + (i_i * S + j) * H
-            ok_j = s0 + j < T
-            k_j = tl.load(k + tok_j * K + o_k, mask=m_k & ok_j, other=0.0).to(tl.float32)
-            b_j = tl.load(gcs + tok_j * K + o_k, mask=m_k & ok_j, other=0.0)
+            m_j = m_k & (s0 + j < T)
+            k_j = _row(k, tok0, i_i * S + j, o_k, m_j, H, K).to(tl.float32)
+            b_j = _row(gcs, tok0, i_i * S + j, o_k, m_j, H, K)
             e = tl.exp(tl.where((o_s[:, None] >= j) & m_i[:, None], b_i - b_j[None, :], float("-inf")))
             col = tl.sum(q_i * k_j[None, :] * e, 1)  # [S]: A[rows of i, key j]
             a_diag += tl.where(o_s[None, :] == j, col[:, None], 0.0)

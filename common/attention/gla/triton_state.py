@@ -64,10 +64,24 @@ def _chunk(i_t, i_bh, T, H: tl.constexpr, C: tl.constexpr):
 
 
 @triton.jit
+def _subchunk(i_t, i_i, T, C: tl.constexpr, S: tl.constexpr):
+    """Sub-chunk i_i of chunk i_t: its rows 0..S-1, its first row in the sequence, its rows relative to the
+    chunk's first token, and their mask (inside the sequence)."""
+    o_s = tl.arange(0, S)
+    s0 = i_t * C + i_i * S
+    return o_s, s0, i_i * S + o_s, s0 + o_s < T
+
+
+@triton.jit
+def _row(ptr, tok0, row, col, mask, H: tl.constexpr, K: tl.constexpr):
+    """One token row [N] of a [B, T, H, K] tensor, 0 outside `mask`: `row` relative to the first token tok0."""
+    return tl.load(ptr + (tok0 + row * H) * K + col, mask=mask, other=0.0)
+
+
+@triton.jit
 def _chunk_total(gcs, tok0, i_t, T, o_k, m_k, H: tl.constexpr, K: tl.constexpr, C: tl.constexpr):
     """b_C [BK]: the chunk's total log decay, gcs at its last row inside the sequence."""
-    last = tl.minimum(T - i_t * C, C) - 1
-    return tl.load(gcs + (tok0 + last * H) * K + o_k, mask=m_k, other=0.0)
+    return _row(gcs, tok0, tl.minimum(T - i_t * C, C) - 1, o_k, m_k, H, K)
 
 
 @triton.jit

@@ -128,14 +128,14 @@ def block_graph(root, n_per=40, k=4, seed=0):
     return dm
 
 
-def init_after_pretraining(dm, warmup_epochs, normalise):
+def init_after_pretraining(dm, warmup_epochs, space):
     """(KMeans ACC, L_NC of z) right after `pretrain_and_init_centres`, i.e. at the start of SCGC training.
 
     SCGC* (the warm-up is L_NC alone), tau 3 and lr 1e-2 so that a tiny graph shows the effect in ~100 steps.
     """
     torch.manual_seed(0)
     module = SCGCModule(
-        SCGC(6, 4, variant="scgc_star", space="sphere" if normalise else "raw", **TINY),
+        SCGC(6, 4, variant="scgc_star", space=space, **TINY),
         ADAM,
         alpha=2.0,
         order=2,
@@ -161,9 +161,9 @@ def test_contrastive_warmup_gives_kmeans_the_graph(tmp_path):
     L_NC 4.38 -> 3.53. Margins: L_NC at least 10% lower, ACC >= 0.75 and at least 0.3 above no warm-up, the
     normalised KMeans at least 0.05 above the raw one. ~1 s on one thread."""
     dm = block_graph(tmp_path)
-    acc0, nc0 = init_after_pretraining(dm, 0, normalise=False)
-    acc_raw, _ = init_after_pretraining(dm, 100, normalise=False)
-    acc1, nc1 = init_after_pretraining(dm, 100, normalise=True)
+    acc0, nc0 = init_after_pretraining(dm, 0, space="raw")
+    acc_raw, _ = init_after_pretraining(dm, 100, space="raw")
+    acc1, nc1 = init_after_pretraining(dm, 100, space="sphere")
     assert nc1 < 0.9 * nc0, (nc0, nc1)
     assert acc1 >= 0.75 and acc1 >= acc0 + 0.3, (acc0, acc1)
     assert acc1 >= acc_raw + 0.05, (acc_raw, acc1)

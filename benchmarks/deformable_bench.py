@@ -16,7 +16,9 @@ grads set to None between calls). Peak memory = `torch.cuda.max_memory_allocated
 what was allocated before it (the inputs and output gradient are not counted; the grads are). Error = max
 abs difference of the output and of each grad from the reference run in fp32 on the same inputs (for the
 bf16 reference too, so its own rounding shows). Targets (issue 4): fwd+bwd at least 10x faster than the
-reference and at most a quarter of its peak memory.
+reference and at most a quarter of its peak memory. GPU ms: the summed durations of the call's kernels
+(`benchmarks.timing.gpu_busy_ms`), without the host's launch cost that do_bench includes once a call is
+shorter on the GPU than on the host; GPU speedup = their ratio.
 
 Outputs: the JSON at --out (written atomically: a temporary file, then renamed) and the same table as
 markdown next to it (.md), printed too. --dry-run runs the same logic on the CPU at a tiny shape with the
@@ -36,6 +38,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import machine_info
+from benchmarks.timing import gpu_busy_ms
 from common.attention.deformable_ms import deformable_ms_torch
 from common.pipeline.files import write_text
 
@@ -132,6 +135,8 @@ def run_case(op, inputs, fp32_ref, mode, device) -> dict:
         call()
     _sync(device)
     record = time_ms(call, device, leaves if mode == "fwd+bwd" else [])
+    if device.type == "cuda":
+        record["gpu_ms"] = gpu_busy_ms(call, leaves if mode == "fwd+bwd" else [])
     record["peak_bytes"] = peak_bytes(call, device, leaves)
     # error vs the fp32 reference, from one more call
     for t in leaves:
@@ -240,6 +245,8 @@ def add_ratios(records: list[dict]) -> None:
         if r["provider"] == "reference" or r["status"] != "ok" or ref is None or ref["status"] != "ok":
             continue
         r["speedup"] = ref["ms"] / r["ms"]
+        if r.get("gpu_ms") and ref.get("gpu_ms"):
+            r["gpu_speedup"] = ref["gpu_ms"] / r["gpu_ms"]
         r["memory_ratio"] = r["peak_bytes"] / max(ref["peak_bytes"], 1)
         if r["mode"] == "fwd+bwd":
             r["meets_targets"] = r["speedup"] >= TARGET_SPEEDUP and r["memory_ratio"] <= TARGET_MEMORY_RATIO
@@ -251,12 +258,13 @@ def markdown(records: list[dict], meta: dict) -> str:
         f"H{meta['heads']} D{meta['head_dim']} P{meta['points']}, levels {meta['levels']}; {meta['date']}"
         + (" — DRY RUN (CPU, tiny shape, reference only)" if meta["dry_run"] else ""),
         "",
-        "| shape | dtype | mode | provider | ms (p20-p80) | samples/s | peak MiB | speedup | mem ratio | max abs err |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| shape | dtype | mode | provider | ms (p20-p80) | GPU busy ms | samples/s | peak MiB | speedup "
+        "| GPU speedup | mem ratio | max abs err |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         if r["status"] != "ok":
-            lines.append(f"| {r['shape']} | {r['dtype']} | {r['mode']} | {r['provider']} | error | | | | | |")
+            lines.append(f"| {r['shape']} | {r['dtype']} | {r['mode']} | {r['provider']} | error | | | | | | | |")
             continue
         speed = f"{r['speedup']:.1f}x" if "speedup" in r else ""
         mem = f"{r['memory_ratio']:.3f}" if "memory_ratio" in r else ""
@@ -264,10 +272,12 @@ def markdown(records: list[dict], meta: dict) -> str:
             speed += " ✓" if r["speedup"] >= TARGET_SPEEDUP else " ✗"
             mem += " ✓" if r["memory_ratio"] <= TARGET_MEMORY_RATIO else " ✗"
         err = max(r["max_abs_err"].values())
+        gpu = f"{r['gpu_ms']:.3f}" if r.get("gpu_ms") else ""
+        gpu_speed = f"{r['gpu_speedup']:.1f}x" if "gpu_speedup" in r else ""
         lines.append(
             f"| {r['shape']} | {r['dtype']} | {r['mode']} | {r['provider']} | {r['ms']:.3f} ({r['ms_p20']:.3f}-"
-            f"{r['ms_p80']:.3f}) | {r['samples_per_s']:.3g} | {r['peak_bytes'] / 2**20:.1f} | {speed} | {mem} "
-            f"| {err:.2e} |"
+            f"{r['ms_p80']:.3f}) | {gpu} | {r['samples_per_s']:.3g} | {r['peak_bytes'] / 2**20:.1f} | {speed} "
+            f"| {gpu_speed} | {mem} | {err:.2e} |"
         )
     errors = [r for r in records if r["status"] != "ok"]
     if errors:

@@ -80,11 +80,11 @@ def _key_tile(
     BLOCK_N: tl.constexpr,
 ):
     """Map coordinates (y, x) [BLOCK_N] of routed key tokens j0 ... j0 + BLOCK_N - 1 and which are real:
-    token j is pixel j % P of the region route_row[j // P] (the route is [TOPK] int32 at route_row)."""
+    token j is pixel j % P of the region route_row[j // P] (the route is [TOPK] int64 at route_row)."""
     P: tl.constexpr = RH * RW
     offs = j0 + tl.arange(0, BLOCK_N)
     in_range = offs < TOPK * P
-    region = tl.load(route_row + offs // P, mask=in_range, other=0)
+    region = tl.load(route_row + offs // P, mask=in_range, other=0).to(tl.int32)
     pix = offs % P
     y = (region // N_WIN) * RH + pix // RW
     x = (region % N_WIN) * RW + pix % RW
@@ -229,34 +229,43 @@ def _bra_bwd_kernel(
 
 
 def route_regions(q: torch.Tensor, k: torch.Tensor, n_win: int, topk: int, scale: float) -> torch.Tensor:
-    """The reference's routing on detached inputs, in fp32: region means over real tokens, affinity,
-    regions made only of padding ranked last, top-k.
+    """The reference's routing in fp32: region means over real tokens, affinity, regions made only of padding
+    ranked last, top-k. Called in the autograd Function's forward, where nothing is recorded (routing is not
+    differentiated, as in the reference).
 
-    Region sums are one fp32 reduction over a [B, S, rh, S, rw, C] view (no region-major copy, unlike the
-    reference's gather layout; zero padding adds nothing), so they equal the reference's up to fp32
-    summation order. In bf16/fp16 the reference averages in the input dtype; we do not.
+    Top-k of a row ignores a positive factor on the row, so the affinity is taken between the query regions'
+    token sums (not means) and the key regions' means, unscaled (a positive `scale` is such a factor); without
+    padding every region has the same token count and the key sums serve too. Region sums are one fp32
+    reduction over a [B, S, rh, S, rw, C] view (no region-major copy; zero padding adds nothing). This keeps the
+    routing to a handful of launches, a fixed cost that dominated the kernel time at BiFormer's shapes
+    (benchmarks/README.md). The ranking equals the reference's up to fp32 rounding; in bf16/fp16 the reference
+    averages in the input dtype, we do not.
 
     Shapes:
-        q, k: [B, H, W, Cqk]; returns route [B, S^2, topk] int32 (region ids, row-major).
+        q, k: [B, H, W, Cqk]; returns route [B, S^2, topk] int64 (region ids, row-major).
     """
     batch, height, width, channels = q.shape
     rh, rw = -(-height // n_win), -(-width // n_win)
     pad_h, pad_w = rh * n_win - height, rw * n_win - width
-    rows = (torch.arange(rh * n_win, device=q.device) < height).view(n_win, rh).sum(1)  # real rows per region row
-    cols = (torch.arange(rw * n_win, device=q.device) < width).view(n_win, rw).sum(1)
-    count = (rows[:, None] * cols[None, :]).reshape(1, n_win * n_win, 1)  # real tokens per region
 
-    def means(t: torch.Tensor) -> torch.Tensor:
-        t = t.detach()
+    def sums(t: torch.Tensor) -> torch.Tensor:
         if pad_h or pad_w:
             t = F.pad(t, (0, 0, 0, pad_w, 0, pad_h))
         sums = t.view(batch, n_win, rh, n_win, rw, channels).sum(dim=(2, 4), dtype=torch.float32)
-        return sums.view(batch, n_win * n_win, channels) / count.clamp(min=1)
+        return sums.view(batch, n_win * n_win, channels)
 
-    affinity = (means(q) * scale) @ means(k).transpose(-2, -1)  # [B, S^2, S^2] fp32
+    keys = sums(k)
+    if pad_h or pad_w:
+        rows = (torch.arange(rh * n_win, device=q.device) < height).view(n_win, rh).sum(1)  # real rows per region row
+        cols = (torch.arange(rw * n_win, device=q.device) < width).view(n_win, rw).sum(1)
+        count = (rows[:, None] * cols[None, :]).reshape(1, n_win * n_win, 1)  # real tokens per region
+        keys = keys / count.clamp(min=1)
+    affinity = sums(q) @ keys.transpose(-2, -1)  # [B, S^2, S^2] fp32, row i a positive multiple of the reference's
+    if scale <= 0:
+        affinity = affinity * scale
     if pad_h or pad_w:
         affinity = affinity.masked_fill(count.view(1, 1, -1) == 0, float("-inf"))
-    return affinity.topk(topk, dim=-1).indices.to(torch.int32).contiguous()
+    return affinity.topk(topk, dim=-1).indices
 
 
 def _channel_last(t: torch.Tensor) -> torch.Tensor:
@@ -335,8 +344,11 @@ class _BiLevelRoutingAttention(torch.autograd.Function):
         batch, height, width, qk_dim = q.shape
         do = _channel_last(do)
         dq = torch.empty(batch, height, width, qk_dim, dtype=q.dtype, device=q.device)
-        dk = torch.zeros(batch, height, width, qk_dim, dtype=torch.float32, device=q.device)
-        dv = torch.zeros(batch, height, width, v.shape[-1], dtype=torch.float32, device=q.device)
+        # dk and dv: the two halves of one zeroed fp32 buffer (one fill, one cast: the host's cost per launch
+        # is what bounds this op at BiFormer's shapes)
+        dkv = torch.zeros(batch * height * width * (qk_dim + v.shape[-1]), dtype=torch.float32, device=q.device)
+        dk = dkv[: q.numel()].view(batch, height, width, qk_dim)
+        dv = dkv[q.numel() :].view(batch, height, width, v.shape[-1])
         grid = (batch * cfg["N_WIN"] ** 2 * cfg["M_BLOCKS"], num_heads)
         with _on_device(q):
             _bra_bwd_kernel[grid](
@@ -359,8 +371,9 @@ class _BiLevelRoutingAttention(torch.autograd.Function):
                 **cfg,
                 num_warps=4,
             )
-        dk = dk.to(k.dtype)  # one fp32 buffer at a time back to the input dtype (a no-op in fp32)
-        dv = dv.to(v.dtype)
+        dkv = dkv.to(k.dtype)  # back to the input dtype (a no-op in fp32)
+        dk = dkv[: q.numel()].view(dk.shape)
+        dv = dkv[q.numel() :].view(dv.shape)
         return dq, dk, dv, None, None, None, None
 
 
@@ -383,7 +396,7 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, n_
         raise ValueError(f"n_win must be >= 1, got {n_win}")
     if not 1 <= topk <= n_win * n_win:
         raise ValueError(f"topk must be in [1, {n_win * n_win}] for n_win={n_win}, got {topk}")
-    per_image = max(max(t.stride(0), t[:1].numel()) for t in (q, k, v))
+    per_image = max(max(t.stride(0), math.prod(t.shape[1:])) for t in (q, k, v))
     if per_image >= 2**31:  # the kernels offset images in int64, tokens inside an image in int32
         raise ValueError(f"one image spans {per_image} elements, over the kernel's int32 offsets; use impl='torch'")
 

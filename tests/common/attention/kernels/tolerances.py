@@ -19,14 +19,29 @@ TOLERANCES = {
 }
 
 
-def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, dtype: torch.dtype) -> None:
-    """Compare `out` (the kernel's) with `ref` (the reference's) under the tolerance of `dtype`."""
+def assert_close(
+    name: str, ref: torch.Tensor, out: torch.Tensor, dtype: torch.dtype, same_dtype_ref: torch.Tensor | None = None
+) -> None:
+    """Compare `out` (the kernel's) with `ref` (the reference's) under the tolerance of `dtype`.
+
+    `same_dtype_ref`, the torch reference run in `dtype` itself, widens the elementwise bound to twice its own
+    worst error where that is larger (FlashAttention's test rule): a bf16 gradient with cancellation (a small
+    element summed from large terms) can miss atol*rms + rtol*|ref| in the reference's own bf16 run too, and
+    a kernel is not asked to beat its dtype. The relative RMS bound is never widened.
+    """
     tol = TOLERANCES[dtype]
     assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
     ref, out = ref.detach().double(), out.detach().double()
     assert torch.isfinite(out).all(), f"{name}: non-finite values (a read of unwritten memory?)"
     scale = ref.pow(2).mean().sqrt().clamp_min(1e-12)
     rel_rms = ((out - ref).norm() / ref.norm().clamp_min(1e-12)).item()
-    worst = ((out - ref).abs() - tol["atol"] * scale - tol["rtol"] * ref.abs()).max().item()
+    bound = tol["atol"] * scale + tol["rtol"] * ref.abs()
+    if same_dtype_ref is not None:
+        bound = bound.clamp_min(2 * (same_dtype_ref.detach().double() - ref).abs().max())
+    worst = ((out - ref).abs() - bound).max().item()
     assert rel_rms <= tol["rel_rms"], f"{name}: relative RMS error {rel_rms:.2e} > {tol['rel_rms']:.0e} ({dtype})"
-    assert worst <= 0, f"{name}: an element is {worst:.2e} beyond atol*rms(ref) + rtol*|ref| ({dtype})"
+    assert worst <= 0, (
+        f"{name}: an element is {worst:.2e} beyond atol*rms(ref) + rtol*|ref|"
+        + (" and twice the same-dtype reference's worst error" if same_dtype_ref is not None else "")
+        + f" ({dtype})"
+    )

@@ -1,0 +1,33 @@
+"""A call's GPU busy time: the sum of its kernels' durations, without the host's launch cost.
+
+`triton.testing.do_bench` records CUDA events around each call, so once a call is shorter on the GPU than on
+the host (Python, autograd, kernel launches: ~0.5-1.3 ms for a fused attention op's forward+backward on the
+H200 machine) it times the host. The kernels' own durations (torch.profiler, CUDA activity) are what the
+op costs the GPU; in a training step the host runs ahead of the GPU, so that is its cost there as long as
+the step as a whole is not host-bound. (Not `do_bench_cudagraph`: the references sync with the host, which
+a CUDA graph cannot capture.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+
+def gpu_busy_ms(fn: Callable[[], object], leaves: list[torch.Tensor] = (), calls: int = 10) -> float:
+    """Mean over `calls` calls of the summed durations of the CUDA kernels (and memsets/copies) one call
+    launches; leaf grads are set to None before each call. Call `fn` a few times first (compilation)."""
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            for t in leaves:
+                t.grad = None
+            fn()
+        torch.cuda.synchronize()
+    total_us = sum(e.device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA)
+    for t in leaves:
+        t.grad = None
+    return total_us / 1e3 / calls

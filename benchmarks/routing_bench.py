@@ -1,6 +1,7 @@
 """Bi-level routing attention core: the fused Triton kernel vs the gather reference at BiFormer-T's shapes.
 
     python -m benchmarks.routing_bench --out benchmarks/results/h200/routing_bilevel.json   # on a GPU
+    python -m benchmarks.routing_bench --graphed --out FILE.json   # also both providers CUDA-graphed
     python -m benchmarks.routing_bench --dry-run        # the logic on CPU, tiny shape, torch reference only
     python -m benchmarks.run routing_bilevel            # through the runner (skips without CUDA)
 
@@ -9,8 +10,11 @@ stage1 56x56, C 64, 2 heads, top-k 1; stage2 28x28, C 128, 4 heads, top-k 4; sta
 8 heads, top-k 16; batch 64 and 128; bf16. Inputs `randn`; q, k, v separate contiguous maps.
 
 Providers: "triton" (`bilevel_routing_attention(..., impl="triton")`) and "torch" (the gather reference
-`bilevel_routing_attention_torch`, the official code's algorithm). Modes: "fwd" and "fwd+bwd" (backward
-of a fixed `randn` output gradient into q, k, v; their grads are set to None before each call).
+`bilevel_routing_attention_torch`, the official code's algorithm); with --graphed also "triton-graphed" and
+"torch-graphed", each captured as CUDA graphs forward and backward (`torch.cuda.make_graphed_callables`) and
+compared with each other (a replay skips Python and kernel launches but not the autograd engine).
+Modes: "fwd" and "fwd+bwd" (backward of a fixed `randn` output gradient into q, k, v; their grads are set
+to None before each call).
 
 Protocol: every provider/shape/mode is called 5 times before timing; time = `triton.testing.do_bench(fn,
 quantiles=[0.5, 0.2, 0.8])` (median, p20, p80 in ms). Peak memory: one separate fwd+bwd call after
@@ -56,15 +60,36 @@ WARMUP_CALLS = 5
 MODES = ("fwd", "fwd+bwd")
 
 
-def _providers(dry_run: bool) -> dict:
-    """name -> fn(q, k, v, heads, n_win, topk) -> out."""
+def _providers(dry_run: bool, graphed: bool = False) -> dict:
+    """name -> fn(q, k, v, heads, n_win, topk) -> out; with `graphed`, also each provider CUDA-graphed."""
     providers = {"torch": bilevel_routing_attention_torch}
     if not dry_run:
         providers = {
             "triton": lambda *a: bilevel_routing_attention(*a, impl="triton"),
             **providers,
         }
+    if graphed and not dry_run:
+        providers.update({f"{name}-graphed": _graphed(op) for name, op in list(providers.items())})
     return providers
+
+
+def _graphed(op):
+    """`op` captured as CUDA graphs, forward and backward (`torch.cuda.make_graphed_callables`), at the first
+    call's shapes: a replay skips Python and the kernel launches, not the autograd engine. One shape at a
+    time (the graphs' memory pool is freed when the next shape is captured)."""
+    captured = {}
+
+    def run(q, k, v, heads, n_win, topk):
+        key = (tuple(q.shape), heads, n_win, topk)
+        if key not in captured:
+            captured.clear()
+            with torch.enable_grad():  # the capture differentiates the op even when first called under no_grad
+                captured[key] = torch.cuda.make_graphed_callables(
+                    lambda q_, k_, v_: op(q_, k_, v_, heads, n_win, topk), (q, k, v)
+                )
+        return captured[key](q, k, v)
+
+    return run
 
 
 def _sync(device: torch.device) -> None:
@@ -195,15 +220,17 @@ def measure_shape(
     return records
 
 
-def add_ratios(records: list[dict], reference: str = "torch") -> None:
-    """speedup (reference time / ours) and memory ratio (our peak / reference peak), in place."""
+def add_ratios(records: list[dict]) -> None:
+    """speedup (reference time / ours) and memory ratio (our peak / reference peak), in place. The reference
+    is "torch", or "torch-graphed" for a graphed provider (whose peak lives in its graph pool: no memory ratio)."""
     by = {(r["stage"], r["batch"], r["mode"], r["provider"]): r for r in records}
     for r in records:
-        ref = by.get((r["stage"], r["batch"], r["mode"], reference))
+        graphed = r["provider"].endswith("-graphed")
+        ref = by.get((r["stage"], r["batch"], r["mode"], "torch-graphed" if graphed else "torch"))
         r["speedup_vs_ref"] = ref["median_ms"] / r["median_ms"] if ref else None
         gpu_both = ref and ref["gpu_ms"] and r["gpu_ms"]
         r["gpu_speedup_vs_ref"] = ref["gpu_ms"] / r["gpu_ms"] if gpu_both else None
-        both = ref and ref["peak_bytes_fwd_bwd"] and r["peak_bytes_fwd_bwd"] is not None
+        both = ref and ref["peak_bytes_fwd_bwd"] and r["peak_bytes_fwd_bwd"] is not None and not graphed
         r["mem_ratio_vs_ref"] = r["peak_bytes_fwd_bwd"] / ref["peak_bytes_fwd_bwd"] if both else None
 
 
@@ -229,7 +256,7 @@ def markdown(records: list[dict], meta: dict) -> str:
             f"{r['max_abs_err_vs_fp32_ref']:.2e} | {r['rel_rmse_vs_fp32_ref']:.2e} |"
         )
     targets = [
-        r for r in records if r["provider"] != "torch" and r["mode"] == "fwd+bwd" and r["speedup_vs_ref"] is not None
+        r for r in records if r["provider"] == "triton" and r["mode"] == "fwd+bwd" and r["speedup_vs_ref"] is not None
     ]
     if targets:
         lines.append("\nTargets (fwd+bwd speedup >= 2, memory ratio <= 0.5):\n")
@@ -251,6 +278,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--dry-run", action="store_true", help="CPU, a tiny shape, the torch reference only")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    parser.add_argument(
+        "--graphed", action="store_true", help="also time both providers CUDA-graphed (make_graphed_callables)"
+    )
     args = parser.parse_args(argv or [])
 
     if args.dry_run:
@@ -266,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     default_name = "routing_bilevel_dry.json" if args.dry_run else "routing_bilevel.json"
     out = Path(args.out) if args.out else RESULTS / device.type / default_name
 
-    providers = _providers(args.dry_run)
+    providers = _providers(args.dry_run, args.graphed)
     start = time.perf_counter()
     records = []
     for name, shape in stages.items():

@@ -100,6 +100,17 @@ def _token_rows(ptr, tok, m_tok, col, m_col, stride: tl.constexpr):
 
 
 @triton.jit
+def _state_tile(H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+    """The [BK, BV] state tile of a state pass on grid (cdiv(K, BK), cdiv(V, BV), B * H): batch, head, their
+    flat index, key / value columns and masks, and the tile's offsets in a [K, V] state."""
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    return i_bh // H, i_bh % H, i_bh, o_k, o_v, m_k, m_v, m_k[:, None] & m_v[None, :], o_k[:, None] * V + o_v[None, :]
+
+
+@triton.jit
 def fwd_h_kernel(
     k,
     v,
@@ -125,13 +136,7 @@ def fwd_h_kernel(
     Grid (cdiv(K, BK), cdiv(V, BV), B * H); state rows are independent per key channel, so K splits too.
     S <- diag(exp(b_C)) S + (k * exp(b_C - b))^T v per chunk.
     """
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    p_kv = o_k[:, None] * V + o_v[None, :]
+    i_b, i_h, i_bh, o_k, o_v, m_k, m_v, m_kv, p_kv = _state_tile(H, K, V, BK, BV)
     state = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
         state += tl.load(h0 + i_b * h0_bstride + i_h * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)
@@ -201,13 +206,7 @@ def bwd_dh_kernel(
 
     Grid (cdiv(K, BK), cdiv(V, BV), B * H). In reverse: D <- diag(exp(b_C)) D + (scale q e^{b})^T do.
     """
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    p_kv = o_k[:, None] * V + o_v[None, :]
+    i_b, i_h, i_bh, o_k, o_v, m_k, m_v, m_kv, p_kv = _state_tile(H, K, V, BK, BV)
     state = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
         state += tl.load(dht + i_bh.to(tl.int64) * K * V + p_kv, mask=m_kv, other=0.0).to(tl.float32)

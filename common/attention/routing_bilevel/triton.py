@@ -1,7 +1,7 @@
 """Bi-level routing attention fused in Triton: the routed keys/values are read in place, never gathered.
 
-Routing (region means, affinity, top-k) is tiny (S^2 x S^2 per image) and stays in torch, on detached
-inputs as in the reference. Token attention is one Triton program per (image, query region, block of
+Routing (region sums, affinity, top-k) is tiny (S^2 x S^2 per image) and stays in torch, undifferentiated
+as in the reference (`route_regions`). Token attention is one Triton program per (image, query region, block of
 the region's query pixels, head): it loads the queries once and walks the `topk * P` routed key tokens
 (P = pixels per region) in tiles of BLOCK_N tokens, computing each token's map coordinates from the route
 index by arithmetic, so K and V are read straight from the channel-last [B, H, W, C] maps. Packing the
@@ -15,11 +15,11 @@ pass over the inverted route: a key region receives on average `topk` query regi
 region in the route graph), so contention is low, while a second pass would recompute QK^T and the
 probabilities a second time, need a sort/CSR of the inverted route per image and balance badly (one
 popular region can be routed by all S^2 regions). The price: dK/dV summation order is not deterministic
-(fp32, so only last-bit differences) and two fp32 buffers of the size of K and V.
+(fp32, so only last-bit differences) and one fp32 buffer of the size of K and V together.
 
-Routing precision: the region means and affinities are computed in fp32 (the reference computes them in
+Routing precision: the region sums and affinities are computed in fp32 (the reference computes them in
 the input dtype), so in bf16/fp16 the routes are those of the fp32 reference on the same values (up to
-fp32 summation order: a near-tie between the k-th and (k+1)-th region at 1e-7 could still flip).
+fp32 rounding: a near-tie between the k-th and (k+1)-th region at 1e-7 could still flip).
 
 Layout: q, k [B, H, W, Cqk], v [B, H, W, Cv], channel-last with unit channel stride (other strides are
 free, so the column slices of a fused qkv projection need no copy); heads split the channels as

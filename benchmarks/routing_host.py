@@ -22,7 +22,6 @@ from common.attention.dispatch import resolve_impl
 from common.attention.routing_bilevel import bilevel_routing_attention
 
 BATCH = 64
-LOG2E = 1.4426950408889634
 
 
 def host_us(fn, calls: int = 300) -> float:
@@ -54,7 +53,11 @@ def main() -> dict | None:
 
     def launch():
         fused._bra_fwd_kernel[grid](
-            q, k, v, o, lse, route, *fused._strides(q, k, v, o), height, width, heads, scale * LOG2E, **cfg, num_warps=4
+            *(q, k, v, o, lse, route),
+            *fused._strides(q, k, v, o),
+            *(height, width, heads, scale * fused.LOG2E),
+            **cfg,
+            num_warps=4,
         )
 
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]

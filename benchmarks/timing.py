@@ -4,20 +4,20 @@
 the host (Python, autograd, kernel launches: ~0.5-1.3 ms for a fused attention op's forward+backward on the
 H200 machine) it times the host. The kernels' own durations (torch.profiler, CUDA activity) are what the
 op costs the GPU; in a training step the host runs ahead of the GPU, so that is its cost there as long as
-the step as a whole is not host-bound. (Not `do_bench_cudagraph`: the references sync with the host, which
-a CUDA graph cannot capture.)
+the step as a whole is not host-bound. (Not `do_bench_cudagraph`: the deformable reference syncs with the
+host, which a CUDA graph cannot capture, and the profiler clock serves every provider alike.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 
-def gpu_busy_ms(fn: Callable[[], object], leaves: list[torch.Tensor] = (), calls: int = 10) -> float:
+def gpu_busy_ms(fn: Callable[[], object], leaves: Sequence[torch.Tensor] = (), calls: int = 10) -> float:
     """Mean over `calls` calls of the summed durations of the CUDA kernels (and memsets/copies) one call
     launches; leaf grads are set to None before each call. Call `fn` a few times first (compilation)."""
     torch.cuda.synchronize()

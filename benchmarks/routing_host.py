@@ -49,16 +49,9 @@ def main() -> dict | None:
     route = fused.route_regions(q, k, n_win, topk, scale)
     cfg = fused._config(n_win, rh, rw, topk, channels // heads, channels // heads, q.dtype)
     o, lse = torch.empty_like(q), torch.empty(BATCH, heads, height, width, device=q.device)
-    grid = (BATCH * n_win * n_win * cfg["M_BLOCKS"], heads)
 
     def launch():
-        fused._bra_fwd_kernel[grid](
-            *(q, k, v, o, lse, route),
-            *fused._strides(q, k, v, o),
-            *(height, width, heads, scale * fused.LOG2E),
-            **cfg,
-            num_warps=4,
-        )
+        fused.launch_forward(q, k, v, o, lse, route, heads, scale, cfg)
 
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
 

@@ -247,15 +247,16 @@ def route_regions(q: torch.Tensor, k: torch.Tensor, n_win: int, topk: int, scale
     batch, height, width, channels = q.shape
     rh, rw = -(-height // n_win), -(-width // n_win)
     pad_h, pad_w = rh * n_win - height, rw * n_win - width
+    padded = pad_h > 0 or pad_w > 0
 
     def sums(t: torch.Tensor) -> torch.Tensor:
-        if pad_h or pad_w:
+        if padded:
             t = F.pad(t, (0, 0, 0, pad_w, 0, pad_h))
         sums = t.view(batch, n_win, rh, n_win, rw, channels).sum(dim=(2, 4), dtype=torch.float32)
         return sums.view(batch, n_win * n_win, channels)
 
     keys = sums(k)
-    if pad_h or pad_w:
+    if padded:
         rows = (torch.arange(rh * n_win, device=q.device) < height).view(n_win, rh).sum(1)  # real rows per region row
         cols = (torch.arange(rw * n_win, device=q.device) < width).view(n_win, rw).sum(1)
         count = (rows[:, None] * cols[None, :]).reshape(1, n_win * n_win, 1)  # real tokens per region
@@ -263,7 +264,7 @@ def route_regions(q: torch.Tensor, k: torch.Tensor, n_win: int, topk: int, scale
     affinity = sums(q) @ keys.transpose(-2, -1)  # [B, S^2, S^2] fp32, row i a positive multiple of the reference's
     if scale <= 0:
         affinity = affinity * scale
-    if pad_h or pad_w:
+    if padded:
         affinity = affinity.masked_fill(count.view(1, 1, -1) == 0, float("-inf"))
     return affinity.topk(topk, dim=-1).indices
 
@@ -305,6 +306,20 @@ def _config(n_win: int, rh: int, rw: int, topk: int, dq: int, dv: int, dtype: to
     )
 
 
+def launch_forward(q, k, v, o, lse, route, num_heads: int, scale: float, cfg: dict) -> None:
+    """The forward kernel over every (image, query region, query block, head): writes o and lse."""
+    batch, height, width, _ = q.shape
+    grid = (batch * cfg["N_WIN"] ** 2 * cfg["M_BLOCKS"], num_heads)
+    with _on_device(q):
+        _bra_fwd_kernel[grid](
+            *(q, k, v, o, lse, route),
+            *_strides(q, k, v, o),
+            *(height, width, num_heads, scale * LOG2E),
+            **cfg,
+            num_warps=4,
+        )
+
+
 class _BiLevelRoutingAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, num_heads: int, n_win: int, topk: int, scale: float):
@@ -316,23 +331,7 @@ class _BiLevelRoutingAttention(torch.autograd.Function):
         cfg = _config(n_win, rh, rw, topk, qk_dim // num_heads, v_dim // num_heads, q.dtype)
         o = torch.empty(batch, height, width, v_dim, dtype=q.dtype, device=q.device)
         lse = torch.empty(batch, num_heads, height, width, dtype=torch.float32, device=q.device)
-        grid = (batch * n_win * n_win * cfg["M_BLOCKS"], num_heads)
-        with _on_device(q):
-            _bra_fwd_kernel[grid](
-                q,
-                k,
-                v,
-                o,
-                lse,
-                route,
-                *_strides(q, k, v, o),
-                height,
-                width,
-                num_heads,
-                scale * LOG2E,
-                **cfg,
-                num_warps=4,
-            )
+        launch_forward(q, k, v, o, lse, route, num_heads, scale, cfg)
         ctx.save_for_backward(q, k, v, o, lse, route)
         ctx.num_heads, ctx.scale, ctx.cfg = num_heads, scale, cfg
         return o
@@ -347,8 +346,11 @@ class _BiLevelRoutingAttention(torch.autograd.Function):
         # dk and dv: the two halves of one zeroed fp32 buffer (one fill, one cast: the host's cost per launch
         # is what bounds this op at BiFormer's shapes)
         dkv = torch.zeros(batch * height * width * (qk_dim + v.shape[-1]), dtype=torch.float32, device=q.device)
-        dk = dkv[: q.numel()].view(batch, height, width, qk_dim)
-        dv = dkv[q.numel() :].view(batch, height, width, v.shape[-1])
+
+        def halves(buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return buf[: q.numel()].view(q.shape), buf[q.numel() :].view(*q.shape[:3], v.shape[-1])
+
+        dk, dv = halves(dkv)
         grid = (batch * cfg["N_WIN"] ** 2 * cfg["M_BLOCKS"], num_heads)
         with _on_device(q):
             _bra_bwd_kernel[grid](
@@ -371,10 +373,7 @@ class _BiLevelRoutingAttention(torch.autograd.Function):
                 **cfg,
                 num_warps=4,
             )
-        dkv = dkv.to(k.dtype)  # back to the input dtype (a no-op in fp32)
-        dk = dkv[: q.numel()].view(dk.shape)
-        dv = dkv[q.numel() :].view(dv.shape)
-        return dq, dk, dv, None, None, None, None
+        return dq, *halves(dkv.to(k.dtype)), None, None, None, None  # back to the input dtype (a no-op in fp32)
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, n_win: int, topk: int) -> None:

@@ -6,6 +6,7 @@ y = attn(x)                       # x: [B, N, C] -> [B, N, C]
 available(causal=True)            # names that can run causally
 """
 
+from common.attention.base import Mechanism
 from common.attention.registry import MECHANISMS, Capabilities, available, build, capabilities, get_class
 
-__all__ = ["MECHANISMS", "Capabilities", "available", "build", "capabilities", "get_class"]
+__all__ = ["MECHANISMS", "Capabilities", "Mechanism", "available", "build", "capabilities", "get_class"]

@@ -107,10 +107,6 @@ class EfficientAttention(Mechanism):
         self.values = nn.Linear(dim, value_dim, bias=qkv_bias)
         self.reprojection = nn.Linear(value_dim, dim)
 
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        """[B, N, H*D] -> [B, H, N, D]."""
-        return t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-
     def forward(
         self,
         x: torch.Tensor,
@@ -129,7 +125,7 @@ class EfficientAttention(Mechanism):
         for name, shape in (("hw", hw), ("dhw", dhw)):
             if shape is not None and math.prod(shape) != x.shape[1]:
                 raise ValueError(f"EfficientAttention: {name}={tuple(shape)} does not cover N={x.shape[1]} tokens")
-        q, k, v = (self._heads(proj(x)) for proj in (self.queries, self.keys, self.values))
+        (q,), (k,), (v,) = (self.split_heads(proj(x), parts=1) for proj in (self.queries, self.keys, self.values))
         out = efficient_attention(q, k, v, mask=mask, normalization=self.normalization)
         out = self.reprojection(out.transpose(1, 2).flatten(2))
         if spatial is not None:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_choice, check_range
 
@@ -193,7 +194,7 @@ def aaren_attention(
     return aaren_recurrent_torch(s, v, mask=mask, initial_state=initial_state)
 
 
-class Aaren(nn.Module):
+class Aaren(Mechanism):
     """Aaren: attention as a many-to-many RNN, trained in parallel and updated token by token.
 
     Paper: Feng, Tung, Hajimirsadeghi, Ahmed, Bengio, Mori, "Attention as an RNN" (arXiv 2405.13975, 2024).
@@ -237,6 +238,7 @@ class Aaren(nn.Module):
         bias=False,
         cost="N log N",
         state=True,
+        qkv_bias=True,
     )
 
     def __init__(
@@ -249,15 +251,12 @@ class Aaren(nn.Module):
         qkv_bias: bool = True,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(num_heads, dim=dim)
         if not causal:
             raise ConfigError("causal", causal, "True: Aaren is causal only")
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
         check_choice("mode", mode, AAREN_MODES)
         check_range("chunk_size", chunk_size, 1)
-        self.num_heads, self.head_dim, self.mode, self.chunk_size = num_heads, dim // num_heads, mode, chunk_size
+        self.head_dim, self.mode, self.chunk_size = dim // num_heads, mode, chunk_size
         self.query = nn.Parameter(torch.randn(num_heads, self.head_dim) * 0.02)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_range
 
 
-class AgentAttention(nn.Module):
+class AgentAttention(Mechanism):
     """Agent attention: softmax attention through a small set of agent tokens, plus a depth-wise conv on V.
 
     Paper: "Agent Attention: On the Integration of Softmax and Linear Attention", Han et al., ECCV 2024
@@ -56,18 +57,16 @@ class AgentAttention(nn.Module):
         bias=False,
         cost="N",
         token_mixer=True,
+        qkv_bias=True,
     )
 
     def __init__(self, dim: int, num_heads: int, agent_num: int = 49, dwc_kernel: int = 3, qkv_bias: bool = True):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
+        super().__init__(num_heads, dim=dim)
         check_range("agent_num", agent_num, 1)
         check_range("dwc_kernel", dwc_kernel, 0)
         if dwc_kernel and dwc_kernel % 2 == 0:
             raise ConfigError("dwc_kernel", dwc_kernel, "0 or an odd kernel size")
-        self.num_heads, self.head_dim, self.agent_num = num_heads, dim // num_heads, agent_num
+        self.head_dim, self.agent_num = dim // num_heads, agent_num
         self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.dwc = nn.Conv2d(dim, dim, dwc_kernel, padding=dwc_kernel // 2, groups=dim) if dwc_kernel else None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_range
+from common.errors import check_range
 
 
 class _SignSTE(torch.autograd.Function):
@@ -59,7 +60,7 @@ def softmax_aware_binarize(
     return attn, binary, probs, threshold
 
 
-class BinarySoftmaxAttention(nn.Module):
+class BinarySoftmaxAttention(Mechanism):
     """Multi-head self-attention whose attention map is binarised by softmax-aware binarisation (SAB).
 
     Paper: "BiViT: Extremely Compressed Binary Vision Transformers", He et al., ICCV 2023
@@ -104,6 +105,7 @@ class BinarySoftmaxAttention(nn.Module):
         bias=False,
         cost="N^2",
         token_mixer=True,
+        qkv_bias=True,
     )
 
     def __init__(
@@ -116,12 +118,9 @@ class BinarySoftmaxAttention(nn.Module):
         causal: bool = False,
         qkv_bias: bool = True,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
+        super().__init__(num_heads, dim=dim)
         check_range("threshold_ratio", threshold_ratio, 0.0, 1.0, low_inclusive=False)
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.head_dim = dim // num_heads
         self.threshold_ratio, self.normalize, self.binarize_qkv, self.causal = (
             threshold_ratio,
             normalize,
@@ -142,11 +141,10 @@ class BinarySoftmaxAttention(nn.Module):
             returns (attn, binary, probs, threshold, v): attn/binary/probs [B, H, N, N] (attn is the STE map
             used in forward), threshold [B, H, N, 1], v [B, H, N, D].
         """
-        batch, tokens, _ = x.shape
-        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        tokens = x.shape[1]
+        q, k, v = self.split_heads(self.qkv(x))
         if self.binarize_qkv:
-            qkv = binarize_sign(qkv)
-        q, k, v = qkv.unbind(0)
+            q, k, v = (binarize_sign(t) for t in (q, k, v))
         logits = (q * self.scale) @ k.transpose(-2, -1)
         allowed = None
         if mask is not None:

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_range
 
 
 def cross_covariance_attention(
@@ -38,7 +38,7 @@ def cross_covariance_attention(
     return attn @ v
 
 
-class ChannelAttention(nn.Module):
+class ChannelAttention(Mechanism):
     """Cross-covariance attention (XCA): attention between channels, linear in the number of tokens.
 
     Paper: El-Nouby et al., "XCiT: Cross-Covariance Image Transformers" (NeurIPS 2021, arXiv 2106.09681);
@@ -69,16 +69,14 @@ class ChannelAttention(nn.Module):
         mask=True,
         bias=False,
         cost="N",
+        qkv_bias=True,
     )
 
     def __init__(
         self, dim: int, num_heads: int, qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
-        self.num_heads, self.attn_drop = num_heads, attn_drop
+        super().__init__(num_heads, dim=dim)
+        self.attn_drop = attn_drop
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -86,8 +84,7 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, N, C] -> [B, N, C]."""
-        # [B, N, 3C] -> 3 x [B, H, d, N]
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 4, 1)
+        q, k, v = (t.transpose(-2, -1) for t in self.split_heads(self.qkv(x)))  # 3 x [B, H, d, N]
         out = cross_covariance_attention(
             q, k, v, self.temperature, mask=mask, dropout_p=self.attn_drop if self.training else 0.0
         )

@@ -7,8 +7,9 @@ import math
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_choice, check_range
+from common.errors import check_choice
 
 NORMALIZATIONS = ("softmax", "scaling")
 
@@ -47,7 +48,7 @@ def efficient_attention(
     return q @ context
 
 
-class EfficientAttention(nn.Module):
+class EfficientAttention(Mechanism):
     """Efficient Attention with linear complexity in tokens, for 1-D tokens and 2-D/3-D feature maps.
 
     Paper: Shen, Zhang, Zhao, Yi, Li, "Efficient Attention: Attention with Linear Complexities" (WACV 2021,
@@ -85,6 +86,7 @@ class EfficientAttention(nn.Module):
         mask=True,
         bias=False,
         cost="N",
+        qkv_bias=True,
     )
 
     def __init__(
@@ -96,22 +98,14 @@ class EfficientAttention(nn.Module):
         qkv_bias: bool = True,
         normalization: str = "softmax",
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        check_choice("normalization", normalization, NORMALIZATIONS)
         key_dim, value_dim = key_dim or dim, value_dim or dim
-        for name, width in (("key_dim", key_dim), ("value_dim", value_dim)):
-            if width % num_heads:
-                raise ConfigError(name, width, f"a multiple of num_heads={num_heads}")
-        self.num_heads, self.normalization = num_heads, normalization
+        super().__init__(num_heads, key_dim=key_dim, value_dim=value_dim)
+        check_choice("normalization", normalization, NORMALIZATIONS)
+        self.normalization = normalization
         self.queries = nn.Linear(dim, key_dim, bias=qkv_bias)
         self.keys = nn.Linear(dim, key_dim, bias=qkv_bias)
         self.values = nn.Linear(dim, value_dim, bias=qkv_bias)
         self.reprojection = nn.Linear(value_dim, dim)
-
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        """[B, N, H*D] -> [B, H, N, D]."""
-        return t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
     def forward(
         self,
@@ -131,7 +125,7 @@ class EfficientAttention(nn.Module):
         for name, shape in (("hw", hw), ("dhw", dhw)):
             if shape is not None and math.prod(shape) != x.shape[1]:
                 raise ValueError(f"EfficientAttention: {name}={tuple(shape)} does not cover N={x.shape[1]} tokens")
-        q, k, v = (self._heads(proj(x)) for proj in (self.queries, self.keys, self.values))
+        (q,), (k,), (v,) = (self.split_heads(proj(x), parts=1) for proj in (self.queries, self.keys, self.values))
         out = efficient_attention(q, k, v, mask=mask, normalization=self.normalization)
         out = self.reprojection(out.transpose(1, 2).flatten(2))
         if spatial is not None:

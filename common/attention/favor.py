@@ -7,9 +7,10 @@ import math
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.linear import MODES, linear_attention
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_choice, check_range
+from common.errors import check_choice, check_range
 
 IMPLS = ("auto", "torch")
 
@@ -104,7 +105,7 @@ def favor_attention(
     return favor_attention_torch(q, k, v, projection, causal=causal, mode=mode, mask=mask, chunk_size=chunk_size)
 
 
-class FavorAttention(nn.Module):
+class FavorAttention(Mechanism):
     """Performer attention: FAVOR+ (Fast Attention Via positive Orthogonal Random features).
 
     Paper: Choromanski et al., "Rethinking Attention with Performers" (ICLR 2021, arXiv 2009.14794).
@@ -145,6 +146,7 @@ class FavorAttention(nn.Module):
         mask=True,
         bias=False,
         cost="N",
+        qkv_bias=True,
     )
 
     def __init__(
@@ -159,17 +161,14 @@ class FavorAttention(nn.Module):
         qkv_bias: bool = True,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
+        super().__init__(num_heads, dim=dim)
         head_dim = dim // num_heads
         num_features = num_features or max(head_dim, round(head_dim * math.log(head_dim)))
         check_range("num_features", num_features, 1)
         check_range("redraw_interval", redraw_interval or 0, 0)
         check_choice("mode", mode, MODES)
         check_range("chunk_size", chunk_size, 1)
-        self.num_heads, self.head_dim, self.num_features = num_heads, head_dim, num_features
+        self.head_dim, self.num_features = head_dim, num_features
         self.redraw_interval, self.causal, self.mode, self.chunk_size = redraw_interval, causal, mode, chunk_size
         self.steps_since_redraw = 0
         self.register_buffer("projection", orthogonal_random_features(num_features, head_dim))
@@ -192,7 +191,7 @@ class FavorAttention(nn.Module):
             if self.steps_since_redraw >= self.redraw_interval:
                 self.redraw_features()
             self.steps_since_redraw += 1
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x [B, H, N, d]
+        q, k, v = self.split_heads(self.qkv(x))  # 3 x [B, H, N, d]
         out = favor_attention(
             q,
             k,

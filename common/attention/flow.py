@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_range
+from common.errors import check_range
 
 
 def flow_quantities(
@@ -101,7 +102,7 @@ def flow_attention(
     return out * f["allocation"][..., None]
 
 
-class FlowAttention(nn.Module):
+class FlowAttention(Mechanism):
     """Flow-Attention: linear attention without locality bias, from flow-network conservation.
 
     Paper: "Flowformer: Linearizing Transformers with Conservation Flows", Wu et al., ICML 2022
@@ -139,20 +140,18 @@ class FlowAttention(nn.Module):
         bias=False,
         cost="N",
         token_mixer=True,
+        qkv_bias=True,
     )
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, eps: float = 1e-6, qkv_bias: bool = True):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
+        super().__init__(num_heads, dim=dim)
         check_range("eps", eps, 0.0, low_inclusive=False)
-        self.num_heads, self.head_dim, self.causal, self.eps = num_heads, dim // num_heads, causal, eps
+        self.head_dim, self.causal, self.eps = dim // num_heads, causal, eps
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, tokens, channels = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.split_heads(self.qkv(x))
         out = flow_attention(q, k, v, causal=self.causal, mask=mask, eps=self.eps)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_choice, check_range
+from common.errors import check_choice, check_range
 
 
-class GaussianAdaptiveAttention(nn.Module):
+class GaussianAdaptiveAttention(Mechanism):
     """Multi-head Gaussian adaptive attention (GAAM): each value is weighted by a learnable Gaussian density
     of its normalised deviation from the mean along one axis, the weights normalised to sum to 1 along it.
 
@@ -74,14 +75,11 @@ class GaussianAdaptiveAttention(nn.Module):
         eps: float = 1e-8,
         proj: bool = True,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("dim", dim, f"a multiple of num_heads={num_heads}")
+        super().__init__(num_heads, dim=dim)
         check_range("num_gaussians", num_gaussians, 1)
         check_choice("axis", axis, {"tokens", "features"})
         check_range("init_c", init_c, 0.0, low_inclusive=False)
-        self.num_heads, self.head_dim, self.axis, self.eps = num_heads, dim // num_heads, axis, eps
+        self.head_dim, self.axis, self.eps = dim // num_heads, axis, eps
         self.mean_offsets = nn.Parameter(torch.zeros(num_heads, num_gaussians))
         self.c = nn.Parameter(torch.full((num_heads, num_gaussians), float(init_c)))
         self.mixture_logits = nn.Parameter(torch.zeros(num_heads, num_gaussians))

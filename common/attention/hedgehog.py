@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_range
+from common.errors import check_range
 
 
 class HedgehogFeatureMap(nn.Module):
@@ -48,7 +49,7 @@ class HedgehogFeatureMap(nn.Module):
         return torch.cat([z.softmax(-1), (-z).softmax(-1)], dim=-1)
 
 
-class HedgehogAttention(nn.Module):
+class HedgehogAttention(Mechanism):
     """Linear attention whose feature maps are trained to mimic softmax attention (Hedgehog).
 
     Paper: "The Hedgehog & the Porcupine: Expressive Linear Attentions with Softmax Mimicry", Zhang et al.,
@@ -90,6 +91,7 @@ class HedgehogAttention(nn.Module):
         bias=False,
         cost="N",
         token_mixer=True,
+        qkv_bias=True,
     )
 
     def __init__(
@@ -102,14 +104,11 @@ class HedgehogAttention(nn.Module):
         eps: float = 1e-6,
         qkv_bias: bool = True,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
+        super().__init__(num_heads, dim=dim)
         if feature_dim is not None:
             check_range("feature_dim", feature_dim, 1)
         check_range("eps", eps, 0.0, low_inclusive=False)
-        self.num_heads, self.head_dim, self.causal, self.eps = num_heads, dim // num_heads, causal, eps
+        self.head_dim, self.causal, self.eps = dim // num_heads, causal, eps
         self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -121,9 +120,7 @@ class HedgehogAttention(nn.Module):
         return list({id(p): p for m in (self.feature_q, self.feature_k) for p in m.parameters()}.values())
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch, tokens, _ = x.shape
-        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv.unbind(0)  # each [B, H, N, D]
+        return self.split_heads(self.qkv(x))  # each [B, H, N, D]
 
     def _allowed(self, mask: torch.Tensor | None, tokens: int, device: torch.device) -> torch.Tensor | None:
         allowed = None if mask is None else mask[:, None, None, :]

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_choice, check_range
+from common.errors import ConfigError, check_choice
 
 _KERNELS = {
     "identity": lambda t: t,
@@ -78,7 +79,7 @@ class _GroupedLinear(nn.Module):
         return out.reshape(x.shape[0], -1)
 
 
-class InLineAttention(nn.Module):
+class InLineAttention(Mechanism):
     """InLine attention: injective linear attention plus a dynamic local depth-wise convolution of V.
 
     Paper: "Bridging the Divide: Reconsidering Softmax and Linear Attention", Han et al., NeurIPS 2024,
@@ -122,6 +123,7 @@ class InLineAttention(nn.Module):
         causal=False,
         mask=True,
         cost="N",
+        qkv_bias=True,
     )
 
     def __init__(
@@ -133,19 +135,11 @@ class InLineAttention(nn.Module):
         qkv_bias: bool = True,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("dim", dim, f"a multiple of num_heads={num_heads}")
+        super().__init__(num_heads, dim=dim)
         check_choice("kernel", kernel, set(_KERNELS))
         if local_kernel < 0 or (local_kernel and local_kernel % 2 == 0):
             raise ConfigError("local_kernel", local_kernel, "an odd number, or 0 for no local term")
-        self.num_heads, self.head_dim, self.kernel, self.local_kernel = (
-            num_heads,
-            dim // num_heads,
-            kernel,
-            local_kernel,
-        )
+        self.head_dim, self.kernel, self.local_kernel = dim // num_heads, kernel, local_kernel
         self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -167,7 +161,7 @@ class InLineAttention(nn.Module):
             x: [B, N, C]; mask: [B, N] bool, True = real token; hw: (H, W), H*W <= N -> [B, N, C].
         """
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.split_heads(self.qkv(x))
         phi = _KERNELS[self.kernel]
         out = inline_attention(phi(q) * self.scale, phi(k), v, mask)  # [B, H, N, D]
         out = out.transpose(1, 2).reshape(b, n, c)

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_choice, check_range
 
 
-class KMeansRoutingAttention(nn.Module):
+class KMeansRoutingAttention(Mechanism):
     """Content-based sparse attention: queries attend only to keys routed to the same k-means centroid.
 
     Paper: "Efficient Content-Based Sparse Attention with Routing Transformers", Roy, Saffar, Vaswani and
@@ -67,6 +68,7 @@ class KMeansRoutingAttention(nn.Module):
         causal=True,
         mask=True,
         cost="N sqrt N",
+        qkv_bias=True,
     )
 
     def __init__(
@@ -83,10 +85,7 @@ class KMeansRoutingAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("dim", dim, f"a multiple of num_heads={num_heads}")
+        super().__init__(num_heads, dim=dim)
         check_range("num_clusters", num_clusters, 1)
         if window is not None:
             check_range("window", window, 1)
@@ -97,7 +96,7 @@ class KMeansRoutingAttention(nn.Module):
         check_range("ema_decay", ema_decay, 0.0, 1.0)
         check_range("attn_drop", attn_drop, 0.0, 1.0)
 
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.head_dim = dim // num_heads
         self.num_clusters, self.window, self.assignment = num_clusters, window, assignment
         self.causal, self.shared_qk, self.ema_decay, self.attn_drop = causal, shared_qk, ema_decay, attn_drop
         self.qkv = nn.Linear(dim, (2 if shared_qk else 3) * dim, bias=qkv_bias)
@@ -112,8 +111,8 @@ class KMeansRoutingAttention(nn.Module):
             x: [B, N, C]; mask: [B, N] bool, True = real token -> [B, N, C].
         """
         b, n, c = x.shape
-        parts = self.qkv(x).reshape(b, n, -1, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = (parts[0], parts[0], parts[1]) if self.shared_qk else parts.unbind(0)  # [B, H, N, D]
+        parts = self.split_heads(self.qkv(x), parts=2 if self.shared_qk else 3)
+        q, k, v = (parts[0], parts[0], parts[1]) if self.shared_qk else parts  # [B, H, N, D]
         q_unit, k_unit = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         centroids = self.centroids.to(q.dtype)
         q_sim = torch.einsum("bhnd,hkd->bhnk", q_unit, centroids)  # [B, H, N, K]

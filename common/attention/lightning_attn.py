@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.gla import GLA_MODES, gla
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_choice, check_range
@@ -80,7 +81,7 @@ def lightning_attention(
     )
 
 
-class LightningAttention(nn.Module):
+class LightningAttention(Mechanism):
     """Lightning Attention-2 token mixer (TransNormerLLM's NormLinearAttention with per-head decay), causal.
 
     Paper: Qin, Sun, Li, Shen, Sun, Zhong, "Lightning Attention-2: A Free Lunch for Handling Unlimited
@@ -125,6 +126,7 @@ class LightningAttention(nn.Module):
         bias=False,
         cost="N",
         state=True,
+        qkv_bias=True,
     )
 
     def __init__(
@@ -138,18 +140,15 @@ class LightningAttention(nn.Module):
         qkv_bias: bool = False,
         norm_eps: float = 1e-5,
     ):
-        super().__init__()
+        super().__init__(num_heads, dim=dim)
         if not causal:
             raise ConfigError("causal", causal, "True: Lightning Attention is causal only")
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
         check_choice("mode", mode, GLA_MODES)
         check_range("chunk_size", chunk_size, 1)
         slopes = alibi_slopes(num_heads) if slopes is None else torch.as_tensor(slopes, dtype=torch.float32)
         if slopes.shape != (num_heads,) or bool((slopes < 0).any()):
             raise ConfigError("slopes", slopes.tolist(), f"{num_heads} non-negative decay rates, one per head")
-        self.num_heads, self.head_dim, self.mode, self.chunk_size = num_heads, dim // num_heads, mode, chunk_size
+        self.head_dim, self.mode, self.chunk_size = dim // num_heads, mode, chunk_size
         self.register_buffer("slopes", slopes)
         self.qkvu = nn.Linear(dim, 4 * dim, bias=qkv_bias)
         self.norm = nn.RMSNorm(dim, eps=norm_eps, elementwise_affine=False)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.dispatch import IMPLS, resolve_impl
 from common.attention.gla.reference import gla_chunked_dispatch
 from common.attention.registry import Capabilities
@@ -185,7 +186,7 @@ def linear_attention(
     return causal_linear_attention_recurrent_torch(q, k, v, mask=mask, eps=eps)
 
 
-class LinearAttention(nn.Module):
+class LinearAttention(Mechanism):
     """Multi-head kernelised linear attention, non-causal or causal.
 
     Paper: Katharopoulos, Vyas, Pappas, Fleuret, "Transformers are RNNs: Fast Autoregressive Transformers
@@ -223,6 +224,7 @@ class LinearAttention(nn.Module):
         mask=True,
         bias=False,
         cost="N",
+        qkv_bias=True,
     )
 
     def __init__(
@@ -237,14 +239,11 @@ class LinearAttention(nn.Module):
         eps: float = 1e-6,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
+        super().__init__(num_heads, dim=dim)
         check_choice("feature_map", feature_map, FEATURE_MAPS)
         check_choice("mode", mode, MODES)
         check_range("chunk_size", chunk_size, 1)
-        self.num_heads, self.causal, self.mode, self.chunk_size, self.eps = num_heads, causal, mode, chunk_size, eps
+        self.causal, self.mode, self.chunk_size, self.eps = causal, mode, chunk_size, eps
         self.feature_map = FEATURE_MAPS[feature_map]
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -252,7 +251,7 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, N, C] -> [B, N, C]."""
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x [B, H, N, d]
+        q, k, v = self.split_heads(self.qkv(x))  # 3 x [B, H, N, d]
         out = linear_attention(
             self.feature_map(q),
             self.feature_map(k),

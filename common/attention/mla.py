@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
 from common.attention.softmax import softmax_attention
 from common.errors import ConfigError, check_range
@@ -16,7 +17,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
-class MultiHeadLatentAttention(nn.Module):
+class MultiHeadLatentAttention(Mechanism):
     """Multi-head latent attention: keys and values decompressed from one small cached latent per token.
 
     Papers: "DeepSeek-V2: A Strong, Economical, and Efficient Mixture-of-Experts Language Model",
@@ -88,8 +89,7 @@ class MultiHeadLatentAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
+        super().__init__(num_heads)  # heads of their own width `head_dim`: `dim` need not divide
         head_dim = dim // num_heads if head_dim is None else head_dim
         check_range("head_dim", head_dim, 1)
         rope_dim = 2 * (head_dim // 4) if rope_dim is None else rope_dim
@@ -103,7 +103,7 @@ class MultiHeadLatentAttention(nn.Module):
             check_range("q_rank", q_rank, 1)
         check_range("attn_drop", attn_drop, 0.0, 1.0)
 
-        self.num_heads, self.head_dim, self.rope_dim, self.v_head_dim = num_heads, head_dim, rope_dim, v_head_dim
+        self.head_dim, self.rope_dim, self.v_head_dim = head_dim, rope_dim, v_head_dim
         self.kv_rank, self.causal, self.attn_drop = kv_rank, causal, attn_drop
         self.scale = (head_dim + rope_dim) ** -0.5
         q_out = num_heads * (head_dim + rope_dim)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
 from common.attention.softmax import softmax_attention
 from common.errors import ConfigError, check_range
 
 
-class MixtureOfHeadsAttention(nn.Module):
+class MixtureOfHeadsAttention(Mechanism):
     """Mixture-of-Head attention: each token weights its heads; shared heads always on, routed heads top-k.
 
     Paper: "MoH: Multi-Head Attention as Mixture-of-Head Attention", Jin et al., arXiv 2410.11842.
@@ -57,6 +58,7 @@ class MixtureOfHeadsAttention(nn.Module):
         causal=True,
         mask=True,
         cost="N^2",
+        qkv_bias=True,
     )
 
     def __init__(
@@ -71,10 +73,7 @@ class MixtureOfHeadsAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("dim", dim, f"a multiple of num_heads={num_heads}")
+        super().__init__(num_heads, dim=dim)
         shared_heads = num_heads // 2 if shared_heads is None else shared_heads
         check_range("shared_heads", shared_heads, 0, num_heads)
         num_routed = num_heads - shared_heads
@@ -87,7 +86,7 @@ class MixtureOfHeadsAttention(nn.Module):
             raise ConfigError("routed_topk", routed_topk, "at least 1 when shared_heads=0")
         check_range("attn_drop", attn_drop, 0.0, 1.0)
 
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.head_dim = dim // num_heads
         self.shared_heads, self.num_routed, self.routed_topk = shared_heads, num_routed, routed_topk
         self.causal, self.attn_drop = causal, attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
@@ -141,7 +140,7 @@ class MixtureOfHeadsAttention(nn.Module):
             x: [B, N, C]; mask: [B, N] bool, True = real token -> [B, N, C].
         """
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.split_heads(self.qkv(x))
         dropout = self.attn_drop if self.training else 0.0
         heads = softmax_attention(q, k, v, mask=mask, causal=self.causal, dropout_p=dropout)  # [B, H, N, D]
         heads = heads.transpose(1, 2) * self.head_gates(x, mask)[..., None]  # [B, N, H, D], weighted per head

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
 from common.attention.softmax import softmax_attention
-from common.errors import ConfigError, check_range
+from common.errors import check_range
 
 
 def _sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -18,7 +19,7 @@ def _sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :dim]
 
 
-class RelativeConvAttention(nn.Module):
+class RelativeConvAttention(Mechanism):
     """Relative convolutional multi-head attention: depth-wise convolved q, k, v and Transformer-XL style
     relative positional scores, through scaled dot-product attention.
 
@@ -63,6 +64,7 @@ class RelativeConvAttention(nn.Module):
         causal=True,
         mask=True,
         cost="N^2",
+        qkv_bias=True,
     )
 
     def __init__(
@@ -75,13 +77,10 @@ class RelativeConvAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("dim", dim, f"a multiple of num_heads={num_heads}")
+        super().__init__(num_heads, dim=dim)
         check_range("kernel_size", kernel_size, 1)
         check_range("attn_drop", attn_drop, 0.0, 1.0)
-        self.num_heads, self.head_dim, self.kernel_size = num_heads, dim // num_heads, kernel_size
+        self.head_dim, self.kernel_size = dim // num_heads, kernel_size
         self.causal, self.attn_drop = causal, attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.dwconv = nn.Conv1d(3 * dim, 3 * dim, kernel_size, groups=3 * dim)
@@ -123,7 +122,7 @@ class RelativeConvAttention(nn.Module):
         if mask is not None:
             qkv = qkv * mask[..., None].to(qkv.dtype)
         qkv = self._convolve(qkv)
-        q, k, v = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.split_heads(qkv)
 
         bias = self.relative_scores(q) * self.head_dim**-0.5  # SDPA scales only the content term
         dropout = self.attn_drop if self.training else 0.0

@@ -54,6 +54,8 @@ class Capabilities:
         state: takes and returns a recurrent state (`state=`, `return_state=True`).
         token_mixer: a self-attention token mixer with the shared call `forward(x[B, N, C], mask=None)`,
             usable in the generic transformer block.
+        qkv_bias: takes a `qkv_bias` option (bias on its query/key/value projections); the generic block
+            passes its own `qkv_bias` only to these.
     """
 
     paper: str
@@ -64,6 +66,7 @@ class Capabilities:
     cost: str = "N^2"
     state: bool = False
     token_mixer: bool = True
+    qkv_bias: bool = False
 
 
 def get_class(name: str) -> type[nn.Module]:

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_range
+from common.errors import check_range
 
 
 def _allowed_keys(mask: torch.Tensor | None, causal: bool, n: int, m: int, device) -> torch.Tensor | None:
@@ -75,7 +76,7 @@ def softmax_attention(
     return dropped @ v, weights
 
 
-class SoftmaxAttention(nn.Module):
+class SoftmaxAttention(Mechanism):
     """Multi-head scaled dot-product (softmax) attention: self-attention, or cross-attention with `context=`.
 
     Paper: Vaswani et al., "Attention Is All You Need" (NeurIPS 2017, arXiv 1706.03762).
@@ -114,6 +115,7 @@ class SoftmaxAttention(nn.Module):
         mask=True,
         bias=True,
         cost="N^2",
+        qkv_bias=True,
     )
 
     def __init__(
@@ -127,22 +129,15 @@ class SoftmaxAttention(nn.Module):
         context_dim: int | None = None,
         scale: float | None = None,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
+        super().__init__(num_heads, dim=dim)
         check_range("attn_drop", attn_drop, 0.0, 1.0, high_inclusive=False)
-        self.num_heads, self.head_dim, self.causal = num_heads, dim // num_heads, causal
+        self.head_dim, self.causal = dim // num_heads, causal
         self.scale = scale
         self.attn_drop = attn_drop
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        """[B, N, H*D] -> [B, H, N, D]."""
-        return t.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     def forward(
         self,
@@ -156,8 +151,8 @@ class SoftmaxAttention(nn.Module):
         """Attend from `x` to itself (or to `context`); see the class docstring for shapes."""
         if self.causal and context is not None:
             raise ValueError("SoftmaxAttention: causal=True is for self-attention; do not pass context=")
-        q = self._heads(self.q(x))
-        k, v = (self._heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
+        (q,) = self.split_heads(self.q(x), parts=1)
+        k, v = self.split_heads(self.kv(x if context is None else context), parts=2)
         out = softmax_attention(
             q,
             k,

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_range
+from common.errors import check_range
 
 
 def softplus_attention_weights(
@@ -55,7 +56,7 @@ def softplus_attention_weights(
     return log_weights.softmax(-1) * allowed
 
 
-class SoftplusAttention(nn.Module):
+class SoftplusAttention(Mechanism):
     """Softplus attention with a length-dependent scale (LSSA) and optional re-weighting (LSSAR).
 
     Paper: "Softplus Attention with Re-weighting Boosts Length Extrapolation in Large Language Models",
@@ -97,6 +98,7 @@ class SoftplusAttention(nn.Module):
         bias=False,
         cost="N^2",
         token_mixer=True,
+        qkv_bias=True,
     )
 
     def __init__(
@@ -108,11 +110,8 @@ class SoftplusAttention(nn.Module):
         reweight_power: float | None = None,
         qkv_bias: bool = True,
     ):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
-        self.num_heads, self.head_dim, self.causal = num_heads, dim // num_heads, causal
+        super().__init__(num_heads, dim=dim)
+        self.head_dim, self.causal = dim // num_heads, causal
         length_base = float(self.head_dim) if length_base is None else length_base
         check_range("length_base", length_base, 1.0, low_inclusive=False)
         if reweight_power is not None:
@@ -127,8 +126,8 @@ class SoftplusAttention(nn.Module):
 
         Shapes: x [B, N, C]; mask optional bool [B, N]; returns (weights [B, H, N, N], v [B, H, N, D]).
         """
-        batch, tokens, _ = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        tokens = x.shape[1]
+        q, k, v = self.split_heads(self.qkv(x))
         allowed = None if mask is None else mask[:, None, None, :]
         if self.causal:
             tril = torch.ones(tokens, tokens, dtype=torch.bool, device=x.device).tril()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-from common.attention import build, get_class
+from common.attention import build, capabilities
 
 
 class TransformerBlock(nn.Module):
@@ -17,10 +15,10 @@ class TransformerBlock(nn.Module):
     The token mixer is built by name through `common.attention.build(attention, dim, num_heads,
     **attention_options)`, so an app exposes `model.attention=<name>` by passing it here. `causal=True` asks
     the mixer for causal attention (the registry refuses mechanisms that cannot, naming those that can);
-    the MLP is per token, so a causal mixer gives a causal block. `qkv_bias` is passed to mixers whose
-    constructor takes it. Extra mixer inputs (`bias=`, `hw=`, `state=`, `return_state=True`, ...) go
-    through `forward(..., **mixer_kwargs)`; if the mixer returns a tuple (output, extras...), the block
-    returns (x, extras...).
+    the MLP is per token, so a causal mixer gives a causal block. `qkv_bias` is passed to mixers that
+    declare it (`Capabilities.qkv_bias`). Extra mixer inputs (`bias=`, `hw=`, `state=`, `return_state=True`,
+    ...) go through `forward(..., **mixer_kwargs)`; if the mixer returns a tuple (output, extras...), the
+    block returns (x, extras...).
 
     Args:
         dim: model width C.
@@ -53,7 +51,7 @@ class TransformerBlock(nn.Module):
         options = dict(attention_options or {})
         if causal:
             options["causal"] = True
-        if "qkv_bias" in inspect.signature(get_class(attention).__init__).parameters:
+        if capabilities(attention).qkv_bias:
             options.setdefault("qkv_bias", qkv_bias)
         self.attention_name, self.causal = attention, causal
         self.norm1 = norm_layer(dim)

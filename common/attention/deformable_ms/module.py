@@ -7,10 +7,11 @@ import math
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.deformable_ms.reference import deformable_ms_torch
 from common.attention.dispatch import IMPLS, resolve_impl
 from common.attention.registry import Capabilities
-from common.errors import ConfigError, check_choice, check_range
+from common.errors import check_choice, check_range
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -41,7 +42,7 @@ def deformable_ms(
     return deformable_ms_torch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
 
-class MultiScaleDeformableAttention(nn.Module):
+class MultiScaleDeformableAttention(Mechanism):
     """Multi-scale deformable attention (MSDA).
 
     Paper: "Deformable DETR: Deformable Transformers for End-to-End Object Detection", Zhu et al., ICLR 2021
@@ -93,21 +94,17 @@ class MultiScaleDeformableAttention(nn.Module):
     )
 
     def __init__(self, dim: int, num_heads: int, num_levels: int = 4, num_points: int = 4, impl: str = "auto"):
-        super().__init__()
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim}")
+        super().__init__(num_heads, dim=dim)
         check_range("num_levels", num_levels, 1)
         check_range("num_points", num_points, 1)
         check_choice("impl", impl, IMPLS)
-        self.dim, self.num_heads, self.num_levels, self.num_points, self.impl = (
+        self.dim, self.head_dim, self.num_levels, self.num_points, self.impl = (
             dim,
-            num_heads,
+            dim // num_heads,
             num_levels,
             num_points,
             impl,
         )
-        self.head_dim = dim // num_heads
         self.sampling_offsets = nn.Linear(dim, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Linear(dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(dim, dim)

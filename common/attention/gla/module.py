@@ -6,12 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.gla.reference import GLA_MODES, gla
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_choice, check_range
 
 
-class GatedLinearAttention(nn.Module):
+class GatedLinearAttention(Mechanism):
     """Gated Linear Attention (GLA) token mixer, causal, with an optional initial state and final state out.
 
     Paper: Yang, Wang, Shen, Panda, Kim, "Gated Linear Attention Transformers with Hardware-Efficient
@@ -74,18 +75,14 @@ class GatedLinearAttention(nn.Module):
         causal: bool = True,
         norm_eps: float = 1e-5,
     ):
-        super().__init__()
+        key_dim, value_dim = int(dim * expand_k), int(dim * expand_v)
+        super().__init__(num_heads, **{"dim * expand_k": key_dim, "dim * expand_v": value_dim})
         if not causal:
             raise ConfigError("causal", causal, "True: GLA is causal only")
-        check_range("num_heads", num_heads, 1)
         check_choice("mode", mode, GLA_MODES)
         check_range("chunk_size", chunk_size, 1)
         check_range("gate_logit_normalizer", gate_logit_normalizer, 0, low_inclusive=False)
-        key_dim, value_dim = int(dim * expand_k), int(dim * expand_v)
-        for name, width in (("expand_k", key_dim), ("expand_v", value_dim)):
-            if width < num_heads or width % num_heads:
-                raise ConfigError(name, width / dim, f"dim * {name} a multiple of num_heads={num_heads}")
-        self.num_heads, self.mode, self.chunk_size = num_heads, mode, chunk_size
+        self.mode, self.chunk_size = mode, chunk_size
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
         self.gate_logit_normalizer = gate_logit_normalizer
         self.q_proj = nn.Linear(dim, key_dim, bias=False)

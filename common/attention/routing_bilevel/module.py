@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.attention.base import Mechanism
 from common.attention.dispatch import resolve_impl
 from common.attention.registry import Capabilities
 from common.attention.routing_bilevel.reference import bilevel_routing_attention_torch
@@ -37,7 +38,7 @@ def bilevel_routing_attention(
     return bilevel_routing_attention_torch(q, k, v, num_heads, n_win, topk, scale)
 
 
-class BiLevelRoutingAttention(nn.Module):
+class BiLevelRoutingAttention(Mechanism):
     """Bi-level routing attention (BRA) with local context enhancement, on a 2-D token map.
 
     Paper: "BiFormer: Vision Transformer with Bi-Level Routing Attention", Zhu et al., CVPR 2023
@@ -84,6 +85,7 @@ class BiLevelRoutingAttention(nn.Module):
         bias=False,
         cost="N k",
         token_mixer=True,
+        qkv_bias=True,
     )
 
     def __init__(
@@ -97,20 +99,16 @@ class BiLevelRoutingAttention(nn.Module):
         qkv_bias: bool = True,
         impl: str = "auto",
     ):
-        super().__init__()
         qk_dim = dim if qk_dim is None else qk_dim
-        check_range("num_heads", num_heads, 1)
-        if dim % num_heads or qk_dim % num_heads:
-            raise ConfigError("num_heads", num_heads, f"a divisor of dim={dim} and qk_dim={qk_dim}")
+        super().__init__(num_heads, dim=dim, qk_dim=qk_dim)
         check_range("n_win", n_win, 1)
         check_range("topk", topk, 1, n_win * n_win)
         check_range("side_dwconv", side_dwconv, 0)
         if side_dwconv and side_dwconv % 2 == 0:
             raise ConfigError("side_dwconv", side_dwconv, "0 or an odd kernel size")
         check_choice("impl", impl, IMPLS)
-        self.dim, self.num_heads, self.n_win, self.topk, self.qk_dim, self.impl = (
+        self.dim, self.n_win, self.topk, self.qk_dim, self.impl = (
             dim,
-            num_heads,
             n_win,
             topk,
             qk_dim,

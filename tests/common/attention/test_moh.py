@@ -25,11 +25,110 @@ def _moh(**options) -> MixtureOfHeadsAttention:
     return build("moh", DIM, HEADS, **options).double().eval()
 
 
-def test_shapes_gradients_and_balance_loss():
+def test_shapes_and_gradients():
     module = _moh(shared_heads=2, routed_topk=3).train()
+    assert_shape_and_grads(module, make_input(c=DIM), mask=padding_mask(2, 10, [10, 6]))
+
+
+# Balance-loss tests: 4 shared heads, R = 4 routed heads, each token picks K = 2 of them.
+R, K = 4, 2
+
+
+def _routed(probs: list[list[float]]) -> tuple[MixtureOfHeadsAttention, torch.Tensor]:
+    """A training MoH whose router gives token t exactly the probabilities `probs[t]`.
+
+    Token t is the unit vector e_t and router column t is log(probs[t]), so softmax(W_r x_t) = probs[t].
+    """
+    module = _moh(shared_heads=HEADS - R, routed_topk=K).train()
+    n = len(probs)
+    x = torch.zeros(1, n, DIM, dtype=torch.float64)
+    x[0, range(n), range(n)] = 1.0
+    with torch.no_grad():
+        module.router.weight.zero_()
+        module.router.weight[:, :n] = torch.tensor(probs, dtype=torch.float64).log().T
+    return module, x
+
+
+def test_balance_loss_matches_the_formula_by_hand():
+    """L = (R / K) * sum_i f_i P_i over routed heads, real tokens only.
+
+    The paper's load-balance loss: f_i = share of tokens that select head i, P_i = mean router probability of
+    head i; the official code scales it by R / K (docstring), so that a balanced router gives exactly 1.
+    """
+    module, x = _routed(
+        [
+            [0.40, 0.30, 0.20, 0.10],  # selects heads 0, 1
+            [0.10, 0.20, 0.30, 0.40],  # selects heads 2, 3
+            [0.50, 0.05, 0.35, 0.10],  # selects heads 0, 2
+            [0.85, 0.05, 0.05, 0.05],  # padding: must not count
+        ]
+    )
+    module(x, mask=torch.tensor([[True, True, True, False]]))
+    f = [2 / 3, 1 / 3, 2 / 3, 1 / 3]  # selections per head over the 3 real tokens
+    p = [1.00 / 3, 0.55 / 3, 0.85 / 3, 0.60 / 3]  # column sums of the 3 real rows, over 3
+    by_hand = R / K * sum(fi * pi for fi, pi in zip(f, p))  # = 2 * 4.85 / 9
+    assert by_hand == pytest.approx(9.7 / 9, rel=1e-15)
+    # float64 throughout: the only error is rounding, far below 1e-12
+    assert module.aux_loss.item() == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_balance_loss_is_one_for_uniform_routing_and_r_over_k_when_collapsed():
+    """Uniform router: P_i = 1/R, so L = R * sum_i f_i / R = 1 whatever the top-k picks. Collapsed router (every
+    token puts its mass on the same K heads): f_i = P_i = 1/K on those, L = R / K, the largest value L can take
+    (f_i <= 1/K, so sum_i f_i P_i <= 1/K). A random router gives a value in (0, R / K)."""
+    x, mask = make_input(c=DIM), padding_mask(2, 10, [10, 7])
+    module = _moh(shared_heads=HEADS - R, routed_topk=K).train()
+    with torch.no_grad():
+        module.router.weight.zero_()
+    module(x, mask=mask)
+    assert module.aux_loss.item() == pytest.approx(1.0, abs=1e-12)
+
+    x_collapse = x.clone()
+    x_collapse[..., 0] = 1.0  # one feature shared by every token ...
+    with torch.no_grad():
+        module.router.weight[:K, 0] = 60.0  # ... sends it to heads 0, 1: the others get e^-60 of the mass
+    module(x_collapse, mask=mask)
+    assert module.aux_loss.item() == pytest.approx(R / K, rel=1e-12)
+
+    for seed in range(5):
+        with torch.no_grad():
+            module.router.weight.copy_(torch.randn(R, DIM, generator=torch.Generator().manual_seed(seed)))
+        module(x, mask=mask)
+        assert 0.0 < module.aux_loss.item() < R / K
+
+
+def test_balance_loss_gradient_moves_mass_off_the_overused_heads():
+    """Every real token selects routed heads 0 and 1 (f_0 = f_1 = 1), so L = R / K * (P_0 + P_1) while the
+    selections stay: one small gradient step on L alone must lower the router probability of heads 0 and 1."""
+    x, mask = make_input(c=DIM), padding_mask(2, 10, [10, 7])
+    x[..., 0] = 1.0
+    module = _moh(shared_heads=HEADS - R, routed_topk=K).train()
+    with torch.no_grad():
+        module.router.weight.mul_(0.1)
+        module.router.weight[:K, 0] = 3.0
+
+    def overused_mass() -> float:
+        with torch.no_grad():
+            probs = module.router(x[mask]).softmax(-1)
+        return probs[:, :K].sum(-1).mean().item()
+
+    gates = module.head_gates(x, mask)  # in training this also sets aux_loss
+    assert (gates[..., HEADS - R : HEADS - R + K][mask] > 0).all(), "setup: every real token picks heads 0, 1"
+    before = overused_mass()
+    module.aux_loss.backward()
+    with torch.no_grad():
+        module.router.weight -= 0.1 * module.router.weight.grad
+    assert overused_mass() < before
+
+
+def test_no_balance_loss_in_eval_or_without_routed_heads():
     x = make_input(c=DIM)
-    assert_shape_and_grads(module, x, mask=padding_mask(2, 10, [10, 6]))
-    assert module.aux_loss is not None and torch.isfinite(module.aux_loss)
+    module = _moh(shared_heads=2, routed_topk=3)  # eval
+    module(x)
+    assert module.aux_loss is None
+    module = _moh(shared_heads=HEADS, routed_topk=0).train()
+    module(x)
+    assert module.aux_loss is None
 
 
 def test_each_token_uses_shared_plus_topk_heads():

@@ -1,12 +1,13 @@
-"""The attention registry: errors that name the choices, capability queries, and a meta-test over all names."""
+"""The attention registry: errors that name the choices, capability queries, and meta-tests over all names."""
 
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from common.attention import MECHANISMS, Capabilities, available, build, capabilities, get_class
+from common.attention import MECHANISMS, Capabilities, Mechanism, available, build, capabilities, get_class
 from common.errors import ConfigError
 
 TEST_DIR = Path(__file__).resolve().parent
@@ -14,6 +15,7 @@ LAYOUTS = {"tokens", "2d", "3d", "any", "multiscale"}
 COSTS = {"N^2", "N", "N log N", "N sqrt N", "N k"}
 MY_CAUSAL = {"softmax", "linear", "favor", "gla", "lightning", "aaren"}
 MY_STATEFUL = {"gla", "lightning", "aaren"}
+OWN_HEAD_WIDTH = {"mla"}  # heads of an explicit `head_dim`: `dim` need not be a multiple of num_heads
 
 
 def test_unknown_name_lists_the_names():
@@ -69,3 +71,26 @@ def test_every_mechanism_documents_its_paper_and_has_a_test_file(name):
     assert any(w.lower() in doc.lower() for w in title_words), f"{name}: docstring does not name {caps.paper!r}"
     test_file = TEST_DIR / f"test_{MECHANISMS[name].split(':')[0].split('.')[-1]}.py"
     assert test_file.exists(), f"{name}: missing {test_file.relative_to(TEST_DIR.parents[2])}"
+
+
+@pytest.mark.parametrize("name", list(MECHANISMS))
+def test_every_mechanism_keeps_the_shared_contract(name):
+    """A Mechanism with its own capabilities, true to its constructor, and the one heads check."""
+    cls = get_class(name)
+    assert issubclass(cls, Mechanism) and "capabilities" in vars(cls), f"{name}: not a Mechanism declaring capabilities"
+    # build() and TransformerBlock pass `causal` and `qkv_bias` by these declarations alone
+    params = inspect.signature(cls).parameters
+    assert cls.capabilities.causal == ("causal" in params), f"{name}: capabilities.causal vs constructor"
+    assert cls.capabilities.qkv_bias == ("qkv_bias" in params), f"{name}: capabilities.qkv_bias vs constructor"
+    assert build(name, 16, 4).num_heads == 4
+    for heads in (0, -2):
+        with pytest.raises(ConfigError) as err:
+            build(name, 16, heads)
+        assert err.value.key == "num_heads"
+    if name in OWN_HEAD_WIDTH:
+        assert build(name, 18, 4).num_heads == 4
+        return
+    with pytest.raises(ConfigError) as err:
+        build(name, 18, 4)  # 18 (and every width derived from it here: 9 for GLA's keys) splits into no 4 heads
+    assert (err.value.key, err.value.value) == ("num_heads", 4)
+    assert re.fullmatch(r"a divisor of [\w *]+=\d+", err.value.expected), err.value.expected

@@ -76,6 +76,20 @@ def test_non_causal_mixer_refused_for_a_causal_block():
         TransformerBlock(DIM, HEADS, attention="efficient", causal=True)
 
 
+@pytest.mark.parametrize("attention", [n for n in MECHANISMS if capabilities(n).token_mixer])
+def test_qkv_bias_reaches_exactly_the_mixers_that_declare_it(attention):
+    """The block reads `Capabilities.qkv_bias`: declared -> the mixer's projections lose their biases."""
+
+    def mixer_size(qkv_bias: bool) -> int:
+        block = TransformerBlock(DIM, HEADS, attention=attention, qkv_bias=qkv_bias)
+        return sum(p.numel() for p in block.attn.parameters())
+
+    if capabilities(attention).qkv_bias:
+        assert mixer_size(False) < mixer_size(True)
+    else:
+        assert mixer_size(False) == mixer_size(True)
+
+
 def test_options_qkv_bias_norm_and_mixer_kwargs():
     block = _block("softmax", qkv_bias=False, norm_layer=nn.RMSNorm, attention_options={"attn_drop": 0.0})
     assert block.attn.q.bias is None and isinstance(block.norm1, nn.RMSNorm)

@@ -1,7 +1,9 @@
 """`make predict app=NAME input=PATH [export=DIR]` (`export_dir=DIR` here): run an export folder on a user's file.
 
 Needs only the export folder (no checkpoint, no training config): the model is rebuilt from
-`model.yaml` + `model.safetensors`, and the app's `predict.py` reads the file and writes the result.
+`model.yaml` + `model.safetensors`, and the app's predictor reads the file and writes the result. The
+predictor is `predictor` in the repository's config for the app the export names (configs/app/<app>.yaml
+or its domain's file): a received folder names its app, never the code that runs on it.
 """
 
 from __future__ import annotations
@@ -13,17 +15,34 @@ from common.pipeline.runs import refuse_unknown_app
 if __name__ == "__main__":  # before torch and Lightning load: a mistyped app= is answered at once
     refuse_unknown_app(sys.argv[1:])
 
-import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from common.errors import InputError, ManyheadsError
 from common.pipeline.export import load
 from common.pipeline.runs import CONFIG_DIR, known_apps, user_errors
+from common.pipeline.safety import EXPORT_TARGETS, safe_instantiate
+
+
+def app_predictor(app: str) -> Callable:
+    """`predictor` (a `_partial_` target under apps./common.) of the repository's config for `app`."""
+    overrides = [f"app={app}"]
+    if GlobalHydra.instance().is_initialized():  # under @hydra.main, whose config dir is CONFIG_DIR
+        cfg = compose(config_name="predict", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=CONFIG_DIR):
+            cfg = compose(config_name="predict", overrides=overrides)
+    source = f"configs/app/{app}.yaml"
+    if cfg.get("predictor") is None:
+        raise ManyheadsError(f"{source} names no predictor (predictor: {{_target_: ..., _partial_: true}})")
+    return safe_instantiate(cfg.predictor, section="predictor", allowed=EXPORT_TARGETS, source=source)
 
 
 def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path) -> dict:
@@ -39,8 +58,7 @@ def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path)
         raise InputError(input_path, "an existing file", problem="input not found")
     model = load(export_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    app_predict = importlib.import_module(f"apps.{app}.predict").predict
-    return app_predict(model, input_path, out_dir, info)
+    return app_predictor(app)(model, input_path, out_dir, info)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="predict")

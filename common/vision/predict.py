@@ -54,7 +54,7 @@ def predict(model, input_path: Path, out_dir: Path, spec: dict | None = None, k:
         print(f"  {r['probability']:.4f}  {r['class']}")
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "prediction.json"
-    json_path.write_text(json.dumps({"input": str(input_path), "top": rows}, indent=2) + "\n")
+    json_path.write_text(json.dumps({"input": str(input_path), "top": rows}, indent=2, allow_nan=False) + "\n")
     png = topk_figure(
         image[0], [r["class"] for r in rows], [r["probability"] for r in rows],
         f"{input_path.name}: {rows[0]['class']} ({rows[0]['probability']:.2f})", out_dir / "prediction.png",

@@ -219,7 +219,8 @@ class COCODetectionDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataMo
     def _sources(self) -> dict[str, tuple]:
         """split -> (annotation file, COCO index, image folder, image ids)."""
         if self.source == "coco":
-            (train_json, train_dir), (val_json, val_dir) = (self._coco_files()[s] for s in ("train", "val"))
+            files = self._coco_files()
+            (train_json, train_dir), (val_json, val_dir) = files["train"], files["val"]
             train, test = read_annotations(train_json, self.card), read_annotations(val_json, self.card)
             ids = np.array(sorted(train.getImgIds()))
             perm = np.random.default_rng(self.seed).permutation(len(ids))

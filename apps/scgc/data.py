@@ -197,11 +197,19 @@ def load_sdcn(root: str | Path, name: str, knn_k: int = 3, knn_metric: str = "he
     if not root.is_dir():
         raise DatasetError(root, f"a folder holding {SDCN_EXPECTED['features']}", card="sdcn")
     feat_path = _first_existing([root / f"{name}.txt", root / "data" / f"{name}.txt"])
-    if feat_path is None:
-        raise DatasetError(root / f"{name}.txt", SDCN_EXPECTED["features"], card="sdcn")
-    label_path = _first_existing([feat_path.parent / f"{name}_label.txt", root / f"{name}_label.txt"])
-    if label_path is None:
-        raise DatasetError(feat_path.parent / f"{name}_label.txt", SDCN_EXPECTED["labels"], card="sdcn")
+    folder = feat_path.parent if feat_path else root
+    label_path = _first_existing([folder / f"{name}_label.txt", root / f"{name}_label.txt"])
+    files = {f"{name}.txt": feat_path, f"{name}_label.txt": label_path}
+    missing = [folder / file for file, path in files.items() if path is None]
+    if missing:
+        found = sorted(p.name[: -len("_label.txt")] for d in (root, root / "data") for p in d.glob("*_label.txt"))
+        raise DatasetError(
+            missing[0],
+            f"{SDCN_EXPECTED['features']}; {SDCN_EXPECTED['labels']} (or both under <root>/data/)",
+            card="sdcn",
+            problem=f"graph {name!r} not found: no {' and no '.join(p.name for p in missing)} in {root}"
+            + (f" (graphs there: {', '.join(found)})" if found else ""),
+        )
 
     x = _loadtxt(feat_path, np.float64, SDCN_EXPECTED["features"], ndim=2)
     if not np.isfinite(x).all():
@@ -332,7 +340,13 @@ class SCGCDataModule(DataCardMixin, L.LightningDataModule):
     ):
         super().__init__()
         check_choice("source", source, ("embedded", "real"))
-        check_choice("dataset", dataset, EMBEDDED if source == "embedded" else SDCN_NAMES)
+        if source == "embedded":
+            check_choice("dataset", dataset, EMBEDDED)
+        elif not isinstance(dataset, str) or Path(dataset).name != dataset or dataset in ("", ".", "..", *EMBEDDED):
+            raise ConfigError(
+                "dataset", dataset, "the name of a graph in data.root (the <name> of <name>.txt and <name>_label.txt, "
+                f"e.g. one of {list(SDCN_NAMES)}; see data_cards/sdcn.md), not an embedded dataset's name",
+            )  # fmt: skip
         if source == "real" and not root:
             raise ConfigError("root", root, "the folder holding the SDCN files (<name>.txt, <name>_label.txt)")
         if batch_size is not None:
@@ -351,6 +365,10 @@ class SCGCDataModule(DataCardMixin, L.LightningDataModule):
     @property
     def dataset_name(self) -> str:
         return self.dataset
+
+    @property
+    def card(self) -> str:
+        return "sdcn" if self.source == "real" else self.DATASETS[self.dataset]  # a graph of any name: SDCN layout
 
     def _embedded_dir(self) -> Path:
         return build_once(self.data_dir / f"{self.dataset}_v{FORMAT_VERSION}", BUILDERS[self.dataset])

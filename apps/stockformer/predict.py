@@ -86,7 +86,7 @@ def predict(model, input_path: Path, out_dir: Path, spec: dict) -> dict:
             for i, t in enumerate(tickers)
         },
     }
-    written["json"].write_text(json.dumps(summary, indent=1) + "\n")
+    written["json"].write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")  # NaN is not JSON: fail instead
     plot_prediction_bars(tickers, horizon_return, up.mean(axis=0), set(picks), written["plot"])
     print(f"as of {last.date()}, top-{k} for the next {model.horizon} trading days: {', '.join(picks)}")
     return written

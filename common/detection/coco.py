@@ -30,9 +30,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from common.data.cards import DataCardMixin
+from common.data.images import open_image
 from common.data.loaders import SplitDataLoaders
 from common.detection import shapes
-from common.detection.evaluator import load_coco
+from common.detection.coco_json import clip_boxes, read_annotations
 from common.detection.transforms import apply, collate, eval_transform, train_transform
 from common.errors import ConfigError, DatasetError, check_choice, check_range
 from common.vision.datasets import EpochShuffle
@@ -63,22 +64,14 @@ class COCODetection(Dataset):
     def annotations(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Non-crowd boxes (absolute xyxy, clipped to the image, empty ones dropped) and contiguous labels."""
         info = self.coco.imgs[image_id]
-        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a["iscrowd"]]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, info["width"])
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, info["height"])
+        boxes, keep = clip_boxes(boxes, torch.tensor([info["width"], info["height"]], dtype=torch.float32))
         labels = torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.long)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return boxes[keep], labels[keep]
 
     def load_image(self, image_id: int) -> Image.Image:
-        path = self.image_dir / self.coco.imgs[image_id]["file_name"]
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except OSError as exc:
-            raise DatasetError(path, "a readable image file", self.card, problem=f"unreadable image ({exc})") from None
+        return open_image(self.image_dir / self.coco.imgs[image_id]["file_name"], "RGB", self.card)
 
     def __getitem__(self, key: int):
         epoch, index = divmod(int(key), len(self.image_ids))
@@ -224,38 +217,44 @@ class COCODetectionDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataMo
         return out
 
     def _sources(self) -> dict[str, tuple]:
-        """split -> (COCO index, image folder, image ids)."""
+        """split -> (annotation file, COCO index, image folder, image ids)."""
         if self.source == "coco":
             files = self._coco_files()
-            train, test = load_coco(files["train"][0]), load_coco(files["val"][0])
+            (train_json, train_dir), (val_json, val_dir) = files["train"], files["val"]
+            train, test = read_annotations(train_json, self.card), read_annotations(val_json, self.card)
             ids = np.array(sorted(train.getImgIds()))
             perm = np.random.default_rng(self.seed).permutation(len(ids))
             n_val = max(1, int(round(self.val_fraction * len(ids))))
             return {
-                "train": (train, files["train"][1], sorted(ids[perm[n_val:]].tolist())),
-                "val": (train, files["train"][1], sorted(ids[perm[:n_val]].tolist())),
-                "test": (test, files["val"][1], sorted(test.getImgIds())),
+                "train": (train_json, train, train_dir, sorted(ids[perm[n_val:]].tolist())),
+                "val": (train_json, train, train_dir, sorted(ids[perm[:n_val]].tolist())),
+                "test": (val_json, test, val_dir, sorted(test.getImgIds())),
             }
         folder = self._layout_dir()
         out = {}
         for split in SPLITS:
             ann = _require(folder / "annotations" / f"instances_{split}.json", "COCO json annotations", self.card)
-            coco = load_coco(ann)
-            out[split] = (coco, folder / split, sorted(coco.getImgIds()))
+            coco = read_annotations(ann, self.card)
+            out[split] = (ann, coco, folder / split, sorted(coco.getImgIds()))
         return out
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         sources = self._sources()
-        cats = sources["train"][0].loadCats(sorted(sources["train"][0].getCatIds()))
+        train_json, train = sources["train"][:2]
+        cats = train.loadCats(sorted(train.getCatIds()))
         if not cats:
-            raise DatasetError(
-                self.data_dir if self.source != "coco" else self.root, "categories", self.card, "no categories"
-            )
+            raise DatasetError(train_json, "categories", self.card, "no categories")
         self.category_ids = [int(c["id"]) for c in cats]
         self.class_names = [str(c["name"]) for c in cats]
-        for split, (coco, image_dir, ids) in sources.items():
+        for split, (path, coco, image_dir, ids) in sources.items():
+            unknown = {a["category_id"] for a in coco.dataset.get("annotations", [])} - set(self.category_ids)
+            if unknown:
+                raise DatasetError(
+                    path, f"category ids of the training file {train_json.name}", self.card,
+                    problem=f"annotations of unknown categories {sorted(unknown)[:10]}",
+                )  # fmt: skip
             limit = self.limit_train if split == "train" else self.limit_eval
             ids = ids[:limit] if limit else ids
             tf, augment_seed = (self.train_tf, self.seed) if split == "train" else (self.eval_tf, None)

@@ -1,7 +1,8 @@
 """Detect objects in a user's image with an exported DETR: `apps/<app>/predict.py` re-exports `predict`.
 
-The image (png, jpg, bmp, tif, webp, ...; grey and RGBA become RGB) gets the evaluation transform (shorter
-side resized to `eval_size`, longer side capped at `max_size`, ImageNet normalisation), goes through
+The image (png, jpg, bmp, tif, webp, ...; grey, 16-bit grey and RGBA become RGB: common/data/images.py) gets
+the evaluation transform (shorter side resized to `eval_size`, longer side capped at `max_size`, ImageNet
+normalisation; an image more than `max_size` times longer than wide, or the reverse, is refused), goes through
 `model(images)` (the exported graph's signature: no padding mask for a single image), and the top
 detections over queries x classes with score >= `score_threshold` are written:
 - `predictions.json`: {"input", "image_size": [w, h], "detections": [{"bbox": [x, y, w, h] in the original
@@ -17,28 +18,25 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from common.data.images import open_image
 from common.detection.plots import detections_from, draw_detections
 from common.detection.postprocess import postprocess
-from common.detection.transforms import apply, eval_transform
+from common.detection.transforms import apply, eval_transform, resize_shorter
 from common.errors import InputError, check_range
 from common.pipeline.files import write_json
 from common.pipeline.plots import save_figure
 
-EXPECTED = "an image file readable by Pillow (png, jpg, bmp, tif, webp, ...)"
 
-
-def read_image(path: Path) -> Image.Image:
-    """The file as an RGB PIL image; InputError if it is missing or not an image."""
-    if not path.is_file():
-        raise InputError(path, EXPECTED, problem="input file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(path, EXPECTED, problem=f"cannot read image ({type(exc).__name__})") from None
+def check_aspect_ratio(path: Path, image: Image.Image, eval_size: int, max_size: int) -> None:
+    """InputError if the evaluation resize (shorter side to `eval_size`, longer side capped at `max_size`) would
+    leave the image's shorter side under one pixel: torchvision cannot resize to that."""
+    w, h = image.size
+    cap = max(max_size, eval_size)  # as eval_transform
+    if min(resize_shorter(h, w, eval_size, cap)) < 1:
+        expected = f"an image whose longer side is at most {cap} times its shorter side"
+        raise InputError(path, expected, problem=f"aspect ratio too extreme ({w} x {h} pixels)")
 
 
 def _inner(spec: dict | None) -> dict:
@@ -70,8 +68,9 @@ def predict(
     """Detections in the image at `input_path`; writes predictions.json and predictions.png under `out_dir`."""
     check_range("score_threshold", score_threshold, 0.0, 1.0)
     input_path, out_dir = Path(input_path), Path(out_dir)
-    image = read_image(input_path)
+    image = open_image(input_path, "RGB")
     eval_size, max_size = preprocessing(model, spec)
+    check_aspect_ratio(input_path, image, eval_size, max_size)
     x, target = apply(eval_transform(eval_size, max_size), image, torch.zeros(0, 4), torch.zeros(0), 0)
     model.eval()
     logits, boxes = model(x[None])

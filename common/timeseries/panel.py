@@ -10,8 +10,8 @@ cross-section is the same stock universe on each date).
   20 tickers, daily adjusted closes, 1990-01-02 .. 2022-12-28, no volume.
 - Real: a long-format CSV `date,ticker,open,high,low,close,volume` (one row per ticker and date, dates
   sorted ascending within each ticker). `read_panel_csv` raises DatasetError (training data) or InputError
-  (predict) naming the file and the problem: missing columns, unparsable dates or numbers, duplicate
-  (date, ticker) rows, unsorted dates, non-positive prices.
+  (predict) naming the file and the problem: missing columns, unparsable dates or numbers, infinite values
+  (`inf`; an empty cell is a missing value), duplicate (date, ticker) rows, unsorted dates, non-positive prices.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ def read_sp500_skfolio(path: Path | None = None) -> Panel:
     if wide.shape[1] < 2 or not wide.index.is_monotonic_increasing or wide.index.has_duplicates:
         raise DatasetError(path, SKFOLIO_EXPECTED, card="sp500_skfolio", problem="unexpected layout")
     wide = wide.astype(np.float64).dropna(how="any")
+    infinite = np.argwhere(np.isinf(wide.to_numpy()))
+    if len(infinite):
+        row, col = infinite[0]
+        problem = f"non-finite close of {wide.columns[col]} on {wide.index[row].date()}"
+        raise DatasetError(path, SKFOLIO_EXPECTED, card="sp500_skfolio", problem=problem)
     return Panel(pd.DatetimeIndex(wide.index), [str(c) for c in wide.columns], {"close": wide.to_numpy()})
 
 
@@ -138,6 +143,10 @@ def read_panel_csv(
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise fail(f"non-numeric {c} {frame[c].iloc[row]!r} on data row {row + 1}")
+        infinite = np.isinf(numeric.to_numpy(np.float64))  # NaN (an empty cell) is a missing value, inf is not
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise fail(f"non-finite {c} {float(numeric.iloc[row])} on data row {row + 1}")
         frame[c] = numeric.astype(np.float64)
     dup = frame.duplicated(["date", "ticker"], keep=False)
     if dup.any():

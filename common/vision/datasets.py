@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from common.errors import DatasetError
+from common.data.images import open_image
 from common.vision.transforms import normalize
 
 
@@ -33,7 +32,8 @@ class ArrayDataset(Dataset):
 
 
 class FileDataset(Dataset):
-    """Image files with labels, read with PIL through `transform` (timm's)."""
+    """Image files with labels, opened with `open_image` (16-bit grey scaled to 8 bits) and passed through
+    `transform` (timm's)."""
 
     def __init__(self, files: list[Path], labels: list[int], transform, card: str):
         self.files, self.labels, self.transform, self.card = list(files), list(labels), transform, card
@@ -42,12 +42,7 @@ class FileDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        path = self.files[i]
-        try:
-            with Image.open(path) as im:
-                image = self.transform(im)
-        except OSError as exc:
-            raise DatasetError(path, "a readable image file", self.card, problem=f"unreadable image ({exc})") from None
+        image = self.transform(open_image(self.files[i], card=self.card))
         return image, torch.tensor(self.labels[i], dtype=torch.long)
 
 

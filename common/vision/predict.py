@@ -1,6 +1,7 @@
 """Classify a user's image with an exported vision model: `apps/<app>/predict.py` re-exports `predict`.
 
-The image (png, jpg, bmp, webp, ...) is converted to grey or RGB as the model expects, resized to the
+The image (png, jpg, bmp, webp, ...; opened by common/data/images.py, so 16-bit grey is scaled to 8 bits and
+oversized files are refused) is converted to grey or RGB as the model expects, resized to the
 model's square input (bilinear; no crop, so the whole picture is seen) and normalised as in training.
 Printed and written: the top-5 classes with probabilities (`prediction.json`) and `prediction.png`
 (the model's view of the image beside its top-5 bar chart). Class names come from the export
@@ -15,23 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from common.errors import InputError
+from common.data.images import open_image
 from common.vision.plots import topk_figure
 from common.vision.transforms import normalize
-
-EXPECTED = "an image file readable by Pillow (png, jpg, bmp, webp, ...)"
 
 
 def load_image(path: Path, in_chans: int, img_size: int) -> torch.Tensor:
     """The file as the model's input [1, in_chans, img_size, img_size] float32; InputError if unreadable."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if in_chans == 1 else "RGB").resize((img_size, img_size), Image.BILINEAR)
-            array = np.array(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(path, EXPECTED, problem=f"cannot read image ({type(exc).__name__})") from None
+    image = open_image(path, "L" if in_chans == 1 else "RGB").resize((img_size, img_size), Image.BILINEAR)
+    array = np.array(image, dtype=np.uint8)
     array = array[..., None] if array.ndim == 2 else array
     return normalize(torch.from_numpy(array).permute(2, 0, 1))[None]
 
@@ -45,8 +40,6 @@ def _spec_value(model, spec: dict | None, key: str, default):
 def predict(model, input_path: Path, out_dir: Path, spec: dict | None = None, k: int = 5) -> dict:
     """Top-k classes of the image at `input_path`; writes prediction.json and prediction.png under `out_dir`."""
     input_path, out_dir = Path(input_path), Path(out_dir)
-    if not input_path.is_file():
-        raise InputError(input_path, EXPECTED, problem="input file not found")
     names = _spec_value(model, spec, "classes", getattr(model, "class_names", None))
     image = load_image(input_path, int(model.in_chans), int(model.img_size))
     model.eval()
@@ -61,7 +54,7 @@ def predict(model, input_path: Path, out_dir: Path, spec: dict | None = None, k:
         print(f"  {r['probability']:.4f}  {r['class']}")
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "prediction.json"
-    json_path.write_text(json.dumps({"input": str(input_path), "top": rows}, indent=2) + "\n")
+    json_path.write_text(json.dumps({"input": str(input_path), "top": rows}, indent=2, allow_nan=False) + "\n")
     png = topk_figure(
         image[0], [r["class"] for r in rows], [r["probability"] for r in rows],
         f"{input_path.name}: {rows[0]['class']} ({rows[0]['probability']:.2f})", out_dir / "prediction.png",

@@ -23,8 +23,8 @@ from common.detection.plots import detections_from, draw_detections
 from common.detection.postprocess import postprocess
 from common.detection.transforms import apply, eval_transform
 from common.errors import InputError, check_range
-from common.pipeline.files import write_json
-from common.pipeline.plots import save_figure
+from common.utils.figures import save_figure
+from common.utils.files import write_json
 
 EXPECTED = "an image file readable by Pillow (png, jpg, bmp, tif, webp, ...)"
 

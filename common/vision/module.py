@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from common.errors import check_range
-from common.pipeline.schedulers import with_scheduler
+from common.utils.schedulers import with_scheduler
 
 
 class ImageClassificationModule(L.LightningModule):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common.pipeline.plots import save_figure  # noqa: E402
-from common.vision.transforms import MEAN, STD  # noqa: E402
+from common.utils.figures import save_figure
+from common.vision.transforms import MEAN, STD
 
 
 def to_display(image: torch.Tensor) -> np.ndarray:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.pipeline.files import atomic_dir, atomic_write, point_link, write_json
+from common.utils.files import atomic_dir, atomic_write, point_link, write_json
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):

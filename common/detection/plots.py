@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from common.utils.figures import save_figure
+from common.utils.modes import eval_mode
 
 COLOURS = plt.get_cmap("tab10").colors
 
@@ -56,11 +57,9 @@ def detection_grid(
 
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     images, masks, targets = collate(items)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    logits, boxes = model(images.to(device), masks.to(device))
-    model.train(was_training)
+    with eval_mode(model):
+        logits, boxes = model(images.to(device), masks.to(device))
     orig = torch.stack([t["orig_size"] for t in targets]).to(device)
     results = postprocess(logits, boxes, orig, num_top)
     cols = 4

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from common.utils.figures import save_figure
+from common.utils.modes import eval_mode
 from common.vision.transforms import MEAN, STD
 
 
@@ -25,11 +26,9 @@ def prediction_grid(model, datamodule, path: Path, n: int = 16) -> Path:
     test = datamodule.splits["test"]
     items = [test[i] for i in range(min(n, len(test)))]
     images = torch.stack([x for x, _ in items])
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    pred = model(images.to(device)).argmax(-1).cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        pred = model(images.to(device)).argmax(-1).cpu()
     names = datamodule.class_names
     cols = 4
     rows = (len(items) + cols - 1) // cols

@@ -376,10 +376,9 @@ def markdown(records: list[dict], meta: dict, cross: dict) -> str:
 
 
 def plot(records: list[dict], meta: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from common.utils.figures import save_figure
 
     names = list(dict.fromkeys(r["mechanism"] for r in records))
     colors = plt.get_cmap("tab20").colors + plt.get_cmap("Dark2").colors
@@ -403,9 +402,7 @@ def plot(records: list[dict], meta: dict, path: Path) -> None:
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:

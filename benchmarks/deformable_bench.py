@@ -40,7 +40,7 @@ import torch
 from benchmarks.machine import machine_info
 from benchmarks.timing import gpu_busy_ms
 from common.attention.deformable_ms import deformable_ms_torch
-from common.pipeline.files import write_text
+from common.utils.files import write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = [(100, 150), (50, 75), (25, 38), (13, 19)]

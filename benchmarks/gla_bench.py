@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from benchmarks.machine import machine_info
 from common.attention.gla import gla_chunked_torch
-from common.pipeline.files import write_json
+from common.utils.files import write_json
 
 HBM_BYTES_PER_S = 4.8e12
 SHAPES = {  # name: (B, T, H, D)

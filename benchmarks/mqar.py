@@ -257,10 +257,9 @@ def markdown(records: list[dict], meta: dict) -> str:
 
 
 def plot(records: list[dict], meta: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from common.utils.figures import save_figure
 
     rows = sorted((r for r in records if "accuracy" in r), key=lambda r: -r["accuracy"])
     fig, ax = plt.subplots(figsize=(10, 5))
@@ -276,9 +275,7 @@ def plot(records: list[dict], meta: dict, path: Path) -> None:
     )
     plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:

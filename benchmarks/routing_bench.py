@@ -44,7 +44,7 @@ import torch
 from benchmarks.machine import machine_info
 from benchmarks.timing import gpu_busy_ms
 from common.attention.routing_bilevel import bilevel_routing_attention, bilevel_routing_attention_torch
-from common.pipeline.files import write_text
+from common.utils.files import write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # name: (H, W, C, heads, n_win, topk)

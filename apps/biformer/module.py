@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from common.utils.modes import eval_mode
 from common.vision.module import ImageClassificationModule
 
 
@@ -18,14 +19,12 @@ class BiFormerModule(ImageClassificationModule):
 
         paths = super().make_plots(plot_dir, datamodule)
         image, label = datamodule.splits["test"][0]
-        was_training = self.model.training
-        self.model.eval()
         name = datamodule.class_names[int(label)]
         title = f"test image 0 ({name})"
         image = image.to(self.device)
-        written = [
-            routing_figure(self.model.net, image, title, Path(plot_dir) / "routing.png"),
-            routing_figure(self.model.net, image, title, Path(plot_dir) / "routing_stage1.png", stage=0),
-        ]
-        self.model.train(was_training)
+        with eval_mode(self.model):
+            written = [
+                routing_figure(self.model.net, image, title, Path(plot_dir) / "routing.png"),
+                routing_figure(self.model.net, image, title, Path(plot_dir) / "routing_stage1.png", stage=0),
+            ]
         return paths + [p for p in written if p]

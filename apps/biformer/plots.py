@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from apps.biformer.routing import last_block_routes  # noqa: E402
-from common.pipeline.plots import save_figure  # noqa: E402
-from common.vision.plots import to_display  # noqa: E402
+from apps.biformer.routing import last_block_routes
+from common.utils.figures import save_figure
+from common.vision.plots import to_display
 
 
 def routing_figure(net, image, title: str, path: Path, stage: int | None = None) -> Path | None:

@@ -20,6 +20,7 @@ from torch import nn
 from apps.bivit.binary import BinaryLinear
 from common.attention.binary_sab import BinarySoftmaxAttention
 from common.attention.softmax import SoftmaxAttention
+from common.utils.modes import eval_mode
 
 FP_BITS = 32
 BOPS_PER_OP = 64
@@ -106,12 +107,8 @@ def complexity(model: nn.Module, *inputs: torch.Tensor) -> dict:
     """Weight memory and per-image operations; inputs default to one image of `model.example_inputs()`."""
     if not inputs:
         inputs = tuple(t[:1] for t in model.example_inputs())
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return {"memory": weight_bits(model), "operations": operations(model, *inputs)}
-    finally:
-        model.train(was_training)
 
 
 def main() -> None:

@@ -92,14 +92,9 @@ class BiViTModule(ImageClassificationModule):
     def training_step(self, batch, batch_idx):
         if self.teacher is None or self.distill_alpha == 0:
             return super().training_step(batch, batch_idx)
-        images, labels = batch
-        if self.mixup is not None and len(images) % 2 == 0:
-            images, soft = self.mixup(images, labels)
-            logits = self.model(images)
-            hard = torch.sum(-soft * F.log_softmax(logits, dim=-1), dim=-1).mean()
-        else:
-            logits = self.model(images)
-            hard = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        images, targets = self.mix_batch(*batch)
+        logits = self.model(images)
+        hard = self.classification_loss(logits, targets)
         with torch.no_grad():
             teacher_logits = self.teacher.to(images.device)(images)
         soft_loss = self.distillation(logits, teacher_logits)

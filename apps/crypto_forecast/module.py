@@ -10,6 +10,8 @@ from torch import nn
 
 from common.errors import check_choice
 from common.timeseries.metrics import regression_metrics
+from common.utils.modes import eval_mode
+from common.utils.schedulers import with_scheduler
 
 LOSSES = {"mse": nn.MSELoss, "huber": nn.HuberLoss, "mae": nn.L1Loss}
 
@@ -67,23 +69,17 @@ class CryptoForecastModule(L.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self):
-        opt = self.optimizer_factory(self.model.parameters())
-        if self.scheduler_factory is None:
-            return opt
-        scheduler = self.scheduler_factory(opt)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return with_scheduler(self.optimizer_factory(self.model.parameters()), self.scheduler_factory, self.trainer)
 
     @torch.no_grad()
     def make_plots(self, plot_dir: Path, datamodule) -> list[Path]:
         """The model's one-step forecasts against the truth and the naive forecast on the test period."""
         from common.timeseries.plots import plot_forecast
 
-        was_training = self.model.training
-        self.model.eval()
         w = datamodule.windows["test"]
         x = torch.from_numpy(w.x).to(self.device)
-        pred = torch.cat([self.model(chunk) for chunk in x.split(1024)]).cpu().numpy()
-        self.model.train(was_training)
+        with eval_mode(self.model):
+            pred = torch.cat([self.model(chunk) for chunk in x.split(1024)]).cpu().numpy()
         title = f"{datamodule.dataset_name}: test-period one-step forecasts ({self.model.arch}, last epoch's weights)"
         out = plot_forecast(
             datamodule.target_times("test"),

@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from common.pipeline.plots import save_figure  # noqa: E402
+from common.utils.figures import save_figure
 
 
 def metric_by_step(run_dir: Path, metric: str = "val/map_50") -> pd.Series:

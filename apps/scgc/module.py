@@ -48,6 +48,8 @@ from apps.scgc.losses import (
 from apps.scgc.metrics import clustering_metrics
 from apps.scgc.model import SCGC, build_decoder
 from common.errors import ConfigError, check_range
+from common.utils.modes import eval_mode, train_mode
+from common.utils.schedulers import with_scheduler
 
 METRICS = ("acc", "nmi", "ari", "f1")
 DENSE_MAX_NODES = 8192  # full-batch target as a dense N×N tensor up to this size (faster), else torch sparse
@@ -156,12 +158,9 @@ class SCGCModule(L.LightningModule):
                 torch.manual_seed(self.seed)
                 decoder = build_decoder(model.in_dim, model.hidden, model.n_z).to(self.device)
         gen = torch.Generator().manual_seed(self.seed)
-        was_training = model.training
-        model.train()
-        with torch.enable_grad():
+        with train_mode(model), torch.enable_grad():
             self._pretrain_autoencoder(x, decoder, gen)
             km = self._contrastive_warmup(x, gen) if self.warmup_epochs > 0 else None
-        model.train(was_training)
         self._init_centres(x, batch["y"], km)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # every rank pre-trains the same way from the same seed; rank 0's result is made the one truth
@@ -343,10 +342,7 @@ class SCGCModule(L.LightningModule):
 
     # ---- optimisers, checkpoints, plots --------------------------------------------------------------
     def configure_optimizers(self):
-        opt = self.optimizer_factory(self.model.parameters())
-        if self.scheduler_factory is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "epoch"}}
+        return with_scheduler(self.optimizer_factory(self.model.parameters()), self.scheduler_factory, self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["scgc"] = {"p": self.p.detach().cpu().clone(), "p_epoch": int(self.p_epoch)}
@@ -363,11 +359,9 @@ class SCGCModule(L.LightningModule):
         from apps.scgc.predict import tsne_plot
 
         datamodule.setup("fit")
-        was_training = self.model.training
-        self.model.eval()
         x = datamodule.full_batch()["x"].to(self.device)
-        q, z = self.model(x)
-        self.model.train(was_training)
+        with eval_mode(self.model):
+            q, z = self.model(x)
         path = Path(plot_dir) / "tsne.png"
         title = f"SCGC ({self.model.variant}) on {datamodule.dataset_name}: t-SNE of z, colour = cluster"
         tsne_plot(z.cpu().numpy(), q.argmax(1).cpu().numpy(), path, title, seed=self.seed)

@@ -24,12 +24,9 @@ ID_COLUMNS = ("node", "id")
 
 def tsne_plot(z: np.ndarray, clusters: np.ndarray, path: Path, title: str, seed: int = 0, max_points: int = 5000):
     """Scatter of a 2-D t-SNE of `z` coloured by cluster (PCA for fewer than 10 points) -> `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from common.pipeline.plots import save_figure
+    from common.utils.figures import save_figure
 
     z, clusters = np.asarray(z, dtype=np.float64), np.asarray(clusters)
     if len(z) > max_points:  # t-SNE is O(N log N) but slow on CPU: plot a seeded sample

@@ -26,6 +26,8 @@ from apps.stockformer.plots import plot_equity_curves, plot_predicted_vs_realise
 from apps.stockformer.portfolio import selection_metrics, strategy_backtests
 from common.errors import check_range
 from common.timeseries.metrics import mae, rmse
+from common.utils.modes import eval_mode
+from common.utils.schedulers import with_scheduler
 
 
 class StockformerModule(L.LightningModule):
@@ -129,27 +131,17 @@ class StockformerModule(L.LightningModule):
     # ---- optimisation --------------------------------------------------------------------------------
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.model.parameters())
-        if self.scheduler_factory is None:
-            return opt
-        sched = self.scheduler_factory(opt)
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):  # the paper: on val MAE
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/mae"}}
-        return {"optimizer": opt, "lr_scheduler": sched}
+        return with_scheduler(opt, self.scheduler_factory, self.trainer, monitor="val/mae")  # the paper: on val MAE
 
     # ---- pictures ------------------------------------------------------------------------------------
     @torch.no_grad()
     def split_predictions(self, datamodule, split: str = "test") -> dict[str, np.ndarray]:
-        was_training = self.model.training
-        self.model.eval()
         parts = []
-        for batch in getattr(datamodule, f"{split}_dataloader")():
-            pred, _ = self.model(
-                batch["returns"].to(self.device), batch["factors"].to(self.device), batch["day_of_week"].to(self.device)
-            )
-            parts.append(
-                {"pred": pred.cpu(), "target": batch["target"], "momentum": batch["momentum"], "index": batch["index"]}
-            )
-        self.model.train(was_training)
+        with eval_mode(self.model):
+            for batch in getattr(datamodule, f"{split}_dataloader")():
+                inputs = (batch[k].to(self.device) for k in ("returns", "factors", "day_of_week"))
+                pred, _ = self.model(*inputs)
+                parts.append({"pred": pred.cpu(), **{k: batch[k] for k in ("target", "momentum", "index")}})
         return {k: torch.cat([p[k] for p in parts]).numpy().astype(np.float64) for k in parts[0]}
 
     def make_plots(self, plot_dir: Path, datamodule) -> None:

@@ -1,4 +1,4 @@
-"""Dataset helpers shared by every app: errors, data cards, the embedded-data cache."""
+"""Dataset helpers shared by every app: errors, data cards, the embedded-data cache, split loaders, samplers."""
 
 from common.data.cards import DataCard, load_card
 from common.errors import DatasetError

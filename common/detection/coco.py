@@ -32,11 +32,11 @@ from torch.utils.data import DataLoader, Dataset
 from common.data.cards import DataCardMixin
 from common.data.images import open_image
 from common.data.loaders import SplitDataLoaders
+from common.data.samplers import EpochShuffle
 from common.detection import shapes
 from common.detection.coco_json import clip_boxes, read_annotations
 from common.detection.transforms import apply, collate, eval_transform, train_transform
 from common.errors import ConfigError, DatasetError, check_choice, check_range
-from common.vision.datasets import EpochShuffle
 
 SOURCES = {"embedded": "detection_shapes", "deepforest": "deepforest_trees", "coco": "coco2017"}
 SPLITS = ("train", "val", "test")

@@ -29,7 +29,7 @@ from torch import nn
 from common.detection.evaluator import CocoEvaluator, coco_from_dict
 from common.detection.postprocess import postprocess
 from common.errors import check_range
-from common.pipeline.schedulers import with_scheduler
+from common.utils.schedulers import with_scheduler
 
 
 def loss_group(key: str) -> str:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.patches as mpatches
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.patches as mpatches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common.pipeline.plots import save_figure  # noqa: E402
+from common.utils.figures import save_figure
+from common.utils.modes import eval_mode
 
 COLOURS = plt.get_cmap("tab10").colors
 
@@ -59,11 +57,9 @@ def detection_grid(
 
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     images, masks, targets = collate(items)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    logits, boxes = model(images.to(device), masks.to(device))
-    model.train(was_training)
+    with eval_mode(model):
+        logits, boxes = model(images.to(device), masks.to(device))
     orig = torch.stack([t["orig_size"] for t in targets]).to(device)
     results = postprocess(logits, boxes, orig, num_top)
     cols = 4

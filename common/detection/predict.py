@@ -25,8 +25,8 @@ from common.detection.plots import detections_from, draw_detections
 from common.detection.postprocess import postprocess
 from common.detection.transforms import apply, eval_transform, resize_shorter
 from common.errors import InputError, check_range
-from common.pipeline.files import write_json
-from common.pipeline.plots import save_figure
+from common.utils.figures import save_figure
+from common.utils.files import write_json
 
 
 def check_aspect_ratio(path: Path, image: Image.Image, eval_size: int, max_size: int) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from common.pipeline.files import atomic_write
 from common.pipeline.safety import load_checkpoint
+from common.utils.files import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -22,7 +22,6 @@ from omegaconf import DictConfig
 from common.pipeline.build import build_datamodule, build_model, build_module
 from common.pipeline.checkpoint_config import load_run
 from common.pipeline.checkpoints import AtomicCheckpointIO
-from common.pipeline.files import write_json
 from common.pipeline.runs import (
     CONFIG_DIR,
     device_name,
@@ -32,6 +31,7 @@ from common.pipeline.runs import (
     versions,
 )
 from common.pipeline.safety import safe_instantiate
+from common.utils.files import write_json
 
 
 def evaluate(cfg: DictConfig) -> dict:

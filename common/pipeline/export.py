@@ -30,10 +30,10 @@ from safetensors.torch import load_file, save_file
 from common.errors import ManyheadsError, UnsafeFileError
 from common.pipeline.build import build_model
 from common.pipeline.checkpoint_config import load_run, model_state
-from common.pipeline.files import atomic_dir
 from common.pipeline.model_card import write_model_card
 from common.pipeline.runs import CONFIG_DIR, resolve_checkpoint, user_errors, versions
 from common.pipeline.safety import EXPORT_TARGETS, check_targets
+from common.utils.files import atomic_dir
 
 ONNX_RTOL, ONNX_ATOL = 1e-4, 1e-5  # fp32 graph vs eager PyTorch
 

@@ -1,25 +1,14 @@
-"""Learning curves drawn from Lightning's CSV log, and the one way every plot is written."""
+"""Learning curves of a run, drawn from Lightning's CSV log."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Lay out `fig`, write it to `path` (creating its folder) and close it; returns the path."""
-    path = Path(path)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+from common.utils.figures import save_figure
 
 
 def plot_learning_curves(metrics_csv: Path, out_png: Path) -> Path | None:

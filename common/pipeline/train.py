@@ -27,7 +27,6 @@ from common.errors import ConfigError, check_choice
 from common.pipeline.build import build_datamodule, build_model, build_module
 from common.pipeline.callbacks import StoreRunConfig, TrainThroughput
 from common.pipeline.checkpoints import AtomicCheckpointIO
-from common.pipeline.files import point_link, write_json
 from common.pipeline.runs import (
     CONFIG_DIR,
     device_name,
@@ -38,6 +37,7 @@ from common.pipeline.runs import (
     versions,
 )
 from common.pipeline.safety import safe_instantiate
+from common.utils.files import point_link, write_json
 
 register_resolvers()
 

@@ -27,9 +27,10 @@ from torch.utils.data import DataLoader, Subset
 from common.data.cache import build_once
 from common.data.cards import DataCardMixin
 from common.data.loaders import SplitDataLoaders
+from common.data.samplers import EpochShuffle
 from common.errors import ConfigError, DatasetError, check_choice, check_range
 from common.vision import cifar, folder
-from common.vision.datasets import ArrayDataset, EpochShuffle, FileDataset
+from common.vision.datasets import ArrayDataset, FileDataset
 from common.vision.idx import find_idx, read_idx
 from common.vision.transforms import ArrayAugment, folder_transform, resize_uint8
 

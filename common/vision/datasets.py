@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from common.data.images import open_image
 from common.vision.transforms import normalize
@@ -44,21 +44,3 @@ class FileDataset(Dataset):
     def __getitem__(self, i: int):
         image = self.transform(open_image(self.files[i], card=self.card))
         return image, torch.tensor(self.labels[i], dtype=torch.long)
-
-
-class EpochShuffle(Sampler):
-    """A permutation of range(n) drawn from `seed + epoch`: a resumed run sees the same order as an
-    uninterrupted one (Lightning calls `set_epoch` on every epoch; under DDP it shards this sampler)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())

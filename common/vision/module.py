@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from common.errors import check_range
-from common.pipeline.schedulers import with_scheduler
+from common.utils.schedulers import with_scheduler
 
 
 class ImageClassificationModule(L.LightningModule):
@@ -65,15 +65,21 @@ class ImageClassificationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def training_step(self, batch, batch_idx):
-        images, labels = batch
+    def mix_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch: mixed images with soft targets [B, K] under mixup/cutmix, else the labels [B]."""
         if self.mixup is not None and len(images) % 2 == 0:  # timm's Mixup pairs the batch with its reverse
-            images, soft = self.mixup(images, labels)
-            logits = self.model(images)
-            loss = torch.sum(-soft * F.log_softmax(logits, dim=-1), dim=-1).mean()  # SoftTargetCrossEntropy
-        else:
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+            return self.mixup(images, labels)
+        return images, labels
+
+    def classification_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Soft-target cross-entropy (timm's SoftTargetCrossEntropy) for soft targets, else label-smoothed CE."""
+        if targets.ndim == 2:
+            return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch, batch_idx):
+        images, targets = self.mix_batch(*batch)
+        loss = self.classification_loss(self.model(images), targets)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 

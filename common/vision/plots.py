@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common.pipeline.plots import save_figure  # noqa: E402
-from common.vision.transforms import MEAN, STD  # noqa: E402
+from common.utils.figures import save_figure
+from common.utils.modes import eval_mode
+from common.vision.transforms import MEAN, STD
 
 
 def to_display(image: torch.Tensor) -> np.ndarray:
@@ -28,11 +26,9 @@ def prediction_grid(model, datamodule, path: Path, n: int = 16) -> Path:
     test = datamodule.splits["test"]
     items = [test[i] for i in range(min(n, len(test)))]
     images = torch.stack([x for x, _ in items])
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    pred = model(images.to(device)).argmax(-1).cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        pred = model(images.to(device)).argmax(-1).cpu()
     names = datamodule.class_names
     cols = 4
     rows = (len(items) + cols - 1) // cols

@@ -139,16 +139,3 @@ def test_embedded_fashion_mnist(tmp_path):
     assert dm.dataset_name == "fashion_mnist" and dm.card == "fashion_mnist"
     labels = dm.splits["test"].labels
     assert torch.bincount(labels).tolist() == [1000] * 10
-
-
-def test_epoch_shuffle_is_a_function_of_seed_and_epoch():
-    from common.vision.datasets import EpochShuffle
-
-    a, b = EpochShuffle(50, seed=1), EpochShuffle(50, seed=1)
-    first = list(a)
-    assert sorted(first) == list(range(50)) and list(b) == first  # same seed, same epoch: same order
-    a.set_epoch(1)
-    second = list(a)
-    assert second != first
-    b.set_epoch(1)
-    assert list(b) == second  # a resumed run (fresh sampler, epoch set) repeats the order

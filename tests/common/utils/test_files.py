@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.pipeline.files import atomic_dir, atomic_write, point_link, write_json
+from common.utils.files import atomic_dir, atomic_write, point_link, write_json
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
@@ -43,3 +43,13 @@ def test_point_link_creates_the_link_folder(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     point_link(tmp_path / "runs" / "app" / "latest", tmp_path / "elsewhere")
     assert (tmp_path / "runs" / "app" / "latest").resolve() == (tmp_path / "elsewhere").resolve()
+
+
+def test_atomic_write_creates_nothing_when_the_first_write_fails(tmp_path):
+    def broken(tmp):
+        tmp.write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(tmp_path / "out" / "metrics.json", broken)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from apps.focus_detr.model import FocusDETR
-from apps.focus_detr.predict import predict
+from common.detection.predict import predict
 from common.errors import InputError
 from tests.apps.focus_detr.test_model import SMALL
 

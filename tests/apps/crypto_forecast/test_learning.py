@@ -52,5 +52,11 @@ def test_performer_bilstm_beats_naive_on_a_predictable_series(tmp_path):
     )
     trainer.fit(module, datamodule=data)
     test = trainer.test(module, datamodule=data, verbose=False)[0]
+    # The naive forecast's error is the whole daily move (RMS 0.021 in log return); a forecaster that knows the
+    # cycle is left with the noise (0.003), RMSE ratio 0.14. Measured 0.147 (seed 0); 0.5 asks that the model
+    # remove three quarters of the squared error that naive leaves, a loose but real "learned the cycle".
     assert test["test/rmse"] < 0.5 * test["test/naive_rmse"], test
+    # Direction: the cycle is 0 at t = 0 and 5 mod 10, where the noise decides (a coin flip), and at least 0.018
+    # elsewhere, six noise sigmas: the best possible accuracy is 0.8 + 0.2 / 2 = 0.9 (measured 0.90). The ~80 test
+    # windows hold ~16 coin flips (std 0.025 of the accuracy), so 0.8 is 4 std below the best possible.
     assert test["test/dir_acc"] > 0.8, test

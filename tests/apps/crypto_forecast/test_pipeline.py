@@ -40,7 +40,11 @@ def test_train_eval_export_predict(tmp_path):
     test = metrics["test"]
     assert set(test) >= {"mae", "rmse", "mape", "r2", "dir_acc", "naive_rmse", "naive_mae", "naive_mape"}
     assert 0.0 <= test["dir_acc"] <= 1.0 and test["mae"] <= test["rmse"]
-    assert test["rmse"] < 3 * test["naive_rmse"]  # prices in USD, same windows: the same order of magnitude
+    # One-step BTC moves are a random walk to these models: every full run in the README (4 models x 4 series x 3
+    # seeds) ends within 0.99-1.10 of the naive RMSE. This run stays closer still: its head starts at zero (the
+    # forecast is the last close times exp(mean train move), naive plus a drift) and 8 AdamW steps at lr 1e-3
+    # move it little. Outside 0.9-1.1 the model and naive are not scored in the same USD on the same windows.
+    assert 0.9 < test["rmse"] / test["naive_rmse"] < 1.1, test
 
     proc, _ = side_by_side(  # evaluate and export each read the checkpoint on their own
         lambda: run_cli("evaluate", "app=crypto_forecast", root=tmp_path),

@@ -1,11 +1,13 @@
 """FMViT through timm: every variant builds, runs forward_features/forward_head with the right shapes,
-trains (gradients reach every parameter), and bad arguments raise ConfigError naming the key."""
+trains (gradients reach every parameter), and bad arguments raise ConfigError naming the key; the attention
+bands are low-pass filters at their rates and the mixing block takes each frequency band from its branch."""
 
 from __future__ import annotations
 
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 
 import apps.fmvit  # noqa: F401  (registers fmvit_* with timm)
 from apps.fmvit.blocks import FMB, RLMHSA
@@ -47,17 +49,79 @@ def test_gradients_reach_every_parameter(variant):
     assert any(type(m).__name__ == "DropPath" for m in model.modules())
 
 
-def test_the_blocks_mix_frequencies():
+def test_the_blocks_shapes():
     """An FMB holds one RLMHSA per rate; RLMHSA sees ceil(H/r) x ceil(W/r) tokens and returns the full grid."""
     block = FMB(32, rates=(1, 2, 4), head_dim=16)
     assert [low.rate for low in block.lows] == [1, 2, 4]
     attn = RLMHSA(32, 16, head_dim=8, rate=2).eval()
-    x = torch.randn(2, 32, 7, 5)
-    out = attn(x)
+    out = attn(torch.randn(2, 32, 7, 5))
     assert out.shape == (2, 16, 7, 5)
     # nearest upsampling: positions in one 2x2 pooling window share their token's output
     assert torch.equal(out[..., 0, 0], out[..., 1, 1]) and torch.equal(out[..., 4, 2], out[..., 5, 3])
     assert block(torch.randn(2, 32, 7, 7)).shape == (2, 32, 7, 7)
+
+
+# The frequency tests use inputs in multiples of 1/4: sums and means over 2x2 and 4x4 windows are then exact in
+# float32, so a band that average pooling removes leaves the pooled map, and everything after it, bit-identical.
+# "Responds" means the branch output moves by more than a tenth of its own size for a perturbation as large as the
+# input (RMS 1 for the checkerboard, 1.2 for the smooth maps and the input): a pass band moves it by a share of its
+# size (0.85 to 7.7 times, measured here), a stop band not at all.
+RESPONDS = 0.1
+
+
+def dyadic(*shape: int) -> torch.Tensor:
+    return torch.randint(-8, 9, shape) / 4
+
+
+def checkerboard(height: int, width: int) -> torch.Tensor:
+    """(-1)^(i+j): the highest spatial frequency of the grid; it sums to zero over every aligned 2x2 window."""
+    i = torch.arange(height)[:, None] + torch.arange(width)
+    return (1 - 2 * (i % 2)).float()
+
+
+def upsample(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Each value repeated over an r x r window: a map with nothing above the cut-off of pooling by r."""
+    return x.repeat_interleave(r, -2).repeat_interleave(r, -1)
+
+
+def window_means(x: torch.Tensor, r: int) -> torch.Tensor:
+    """x with every aligned r x r window replaced by its mean: the part of x below the pooling's cut-off."""
+    return upsample(F.avg_pool2d(x, r), r)
+
+
+def moved(after: torch.Tensor, before: torch.Tensor) -> float:
+    return float((after - before).norm() / before.norm())
+
+
+@pytest.mark.parametrize("rate", [2, 4])
+def test_attention_band_is_a_low_pass(rate):
+    """RLMHSA at rate r sees x only through its r x r window means: the checkerboard, and every other component
+    that averages to zero in each window, changes nothing; a component constant over the windows moves it."""
+    attn = RLMHSA(16, 16, head_dim=8, rate=rate).eval()
+    x = dyadic(2, 16, 8, 8)
+    with torch.no_grad():
+        out = attn(x)
+        assert torch.equal(attn(window_means(x, rate)), out)
+        assert torch.equal(attn(x + checkerboard(8, 8)), out)
+        assert moved(attn(x + upsample(dyadic(2, 16, 8 // rate, 8 // rate), rate)), out) > RESPONDS
+
+
+def test_the_mixing_block_takes_each_band_from_its_branch():
+    """In an FMB with rates 1, 2, 4, the checkerboard reaches the fusion through the conv branch and the
+    full-resolution attention only; a component constant over 4x4 windows reaches it through every attention band."""
+    block = FMB(16, rates=(1, 2, 4), head_dim=8).eval()
+    fused_inputs = []
+    block.fuse.register_forward_hook(lambda module, args, out: fused_inputs.append(args[0]))
+    x = dyadic(2, 16, 8, 8)
+    with torch.no_grad():
+        for perturbation in (0, checkerboard(8, 8), upsample(dyadic(2, 16, 2, 2), 4)):
+            block(x + perturbation)
+    # the fusion's input: [high (16 channels), low_1, low_2, low_4 (8 channels each)]
+    base, top, smooth = (t.split([16, 8, 8, 8], dim=1) for t in fused_inputs)
+    high, low_1, low_2, low_4 = zip(top, base)
+    assert moved(*high) > RESPONDS and moved(*low_1) > RESPONDS
+    assert torch.equal(*low_2) and torch.equal(*low_4)
+    assert all(moved(after, before) > RESPONDS for after, before in zip(smooth[1:], base[1:]))
 
 
 def test_num_classes_zero_gives_pooled_features():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.attention.dispatch import resolve_impl
+from common.attention.dispatch import IMPLS, resolve_impl
 from common.attention.registry import Capabilities
 from common.attention.routing_bilevel.reference import bilevel_routing_attention_torch
 from common.errors import ConfigError, check_choice, check_range
 
-IMPLS = ("auto", "torch", "triton")
+# what the Triton kernel takes (triton.py checks them)
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+KERNEL_MAX_HEAD_DIM = 256
 
 
 def bilevel_routing_attention(

@@ -19,7 +19,7 @@ import torch
 import common.attention.routing_bilevel.triton as fused
 from benchmarks.routing_bench import STAGES
 from common.attention.dispatch import resolve_impl
-from common.attention.routing_bilevel import bilevel_routing_attention
+from common.attention.routing_bilevel import bilevel_routing_attention, route_regions
 
 BATCH = 64
 
@@ -46,7 +46,7 @@ def main() -> dict | None:
     q, k, v, do = (torch.randn(BATCH, height, width, channels, generator=g).cuda().bfloat16() for _ in range(4))
     scale = channels**-0.5
     rh, rw = height // n_win, width // n_win
-    route = fused.route_regions(q, k, n_win, topk, scale)
+    route = route_regions(q, k, n_win, topk, scale, fp32=True)
     cfg = fused._config(n_win, rh, rw, topk, channels // heads, channels // heads, q.dtype)
     o, lse = torch.empty_like(q), torch.empty(BATCH, heads, height, width, device=q.device)
 
@@ -66,7 +66,7 @@ def main() -> dict | None:
     rows = {
         "resolve_impl": host_us(lambda: resolve_impl("routing_bilevel", "auto", q, k, v)),
         "_check": host_us(lambda: fused._check(q, k, v, heads, n_win, topk)),
-        "route_regions": host_us(lambda: fused.route_regions(q, k, n_win, topk, scale)),
+        "route_regions": host_us(lambda: route_regions(q, k, n_win, topk, scale, fp32=True)),
         "one kernel launch (fwd)": host_us(launch),
     }
     with torch.no_grad():

@@ -13,7 +13,7 @@ from torch import nn
 
 from common.attention.base import Mechanism
 from common.attention.dispatch import IMPLS, resolve_impl
-from common.attention.gla.reference import gla_chunked_dispatch
+from common.attention.gla import gla_chunked_dispatch
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_choice, check_range
 

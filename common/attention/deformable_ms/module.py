@@ -13,7 +13,7 @@ from common.attention.dispatch import IMPLS, resolve_impl
 from common.attention.registry import Capabilities
 from common.errors import check_choice, check_range
 
-KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what the Triton kernel takes (triton.py checks)
 
 
 def deformable_ms(

@@ -1,6 +1,6 @@
 """Multi-scale deformable attention core in Triton: forward and backward, same semantics as `deformable_ms_torch`.
 
-Triton is imported only inside the functions below (the kernels live in `_triton_kernels.py`), so the package
+Triton is imported only inside the functions below (the kernels live in `kernels.py`), so the package
 imports without it. Float inputs bf16 / fp16 / fp32, each in its own dtype (autocast hands over bf16 values
 with fp32 locations and softmaxed weights), fp32 math inside; the output has value's dtype and each grad its
 input's dtype. The value grad is scattered with fp32 atomic adds into a zero-filled fp32 buffer, then cast
@@ -14,9 +14,9 @@ import weakref
 
 import torch
 
+from common.attention.deformable_ms.module import KERNEL_DTYPES
 from common.attention.dispatch import interpreting
 
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Launch config (module attributes so that `benchmarks.deformable_bench --sweep` can vary them): BLOCK_Q *
 # BLOCK_D elements per program, the register budget of the D-vector tiles. Not yet timed on a GPU; chosen
 # from ptxas for sm_90 at D=32, 4 warps: BLOCK_Q=32 takes 80 (fwd) / 96 (bwd) registers and no spills,
@@ -60,9 +60,9 @@ def check_inputs(value, spatial_shapes, level_start_index, sampling_locations, a
         raise ValueError("spatial_shapes and level_start_index must be integer tensors")
     floats = {"value": value, "sampling_locations": sampling_locations, "attention_weights": attention_weights}
     for name, t in floats.items():
-        if t.dtype not in DTYPES:
+        if t.dtype not in KERNEL_DTYPES:
             raise ValueError(
-                f"the Triton kernel takes {', '.join(map(str, DTYPES))} tensors, got {name} in {t.dtype} "
+                f"the Triton kernel takes {', '.join(map(str, KERNEL_DTYPES))} tensors, got {name} in {t.dtype} "
                 "(use impl='torch')"
             )
     if any(t.device != value.device for t in floats.values()):
@@ -143,7 +143,7 @@ def _launch_shape(value: torch.Tensor, sampling_locations: torch.Tensor):
 class _DeformableMSFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, value, shapes, starts, locations, weights):
-        from common.attention.deformable_ms._triton_kernels import msda_fwd_kernel
+        from common.attention.deformable_ms.kernels import msda_fwd_kernel
 
         batch, nv, heads, head_dim, nq, levels, points = _launch_shape(value, locations)
         out = value.new_empty(batch, nq, heads, head_dim)
@@ -162,7 +162,7 @@ class _DeformableMSFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        from common.attention.deformable_ms._triton_kernels import msda_bwd_kernel
+        from common.attention.deformable_ms.kernels import msda_bwd_kernel
 
         value, shapes, starts, locations, weights = ctx.saved_tensors
         batch, nv, heads, head_dim, nq, levels, points = _launch_shape(value, locations)

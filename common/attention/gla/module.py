@@ -1,4 +1,4 @@
-"""The Gated Linear Attention layer (Yang et al.): data-dependent per-channel forget gates, linear in T."""
+"""Gated Linear Attention (Yang et al.): the layer and the dispatching op `gla` (torch forms or the Triton kernel)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,99 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.attention.base import Mechanism
-from common.attention.gla.reference import GLA_MODES, gla
+from common.attention.dispatch import IMPLS, resolve_impl
+from common.attention.gla.reference import gla_chunked_torch, gla_parallel_torch, gla_recurrent_torch
 from common.attention.registry import Capabilities
 from common.errors import ConfigError, check_choice, check_range
+
+GLA_MODES = ("parallel", "chunked", "recurrent")
+# what the Triton kernel takes (triton.py checks them; impl="auto" stays on torch outside them)
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+KERNEL_MAX_K = 256  # largest key head dim K the kernels take
+
+
+def _kernel_supports(q: torch.Tensor, v: torch.Tensor, initial_state: torch.Tensor | None) -> bool:
+    """What impl="auto" checks before picking the kernel (an explicit impl="triton" raises instead)."""
+    dtypes_ok = q.dtype in KERNEL_DTYPES and v.dtype == q.dtype
+    return dtypes_ok and q.shape[-1] <= KERNEL_MAX_K and q.shape[1] > 0
+
+
+def gla_chunked_dispatch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    *,
+    impl: str,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Chunked GLA through the Triton kernel when `impl` resolves to "triton", else `gla_chunked_torch`.
+
+    "auto" also stays on torch for inputs the kernel does not take (float64, K > 256, T = 0); the kernel
+    ignores `chunk_size` (it uses 64) and returns the final state in float32. Shapes as `gla_chunked_torch`.
+    """
+    resolved = resolve_impl("gla", impl, q, k, v, g, initial_state)
+    if resolved == "triton" and (impl == "triton" or _kernel_supports(q, v, initial_state)):
+        from common.attention.gla.triton import gla_chunked_triton  # imports triton
+
+        return gla_chunked_triton(
+            q, k, v, g, scale=scale, initial_state=initial_state, output_final_state=output_final_state
+        )
+    return gla_chunked_torch(
+        q,
+        k,
+        v,
+        g,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        chunk_size=chunk_size,
+    )
+
+
+def gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    *,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    mode: str = "chunked",
+    chunk_size: int = 64,
+    impl: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gated linear attention (causal), dispatching on `mode` and `impl`.
+
+    Args:
+        q, k, v: queries, keys, values; q is multiplied by `scale` (default K ** -0.5).
+        g: log-space forget gates (<= 0), per token, head and key channel.
+        initial_state: the state before the first token (default zeros); a batch of 1 broadcasts.
+        output_final_state: also return the state after the last token.
+        mode: "parallel", "chunked" or "recurrent" (same result).
+        chunk_size: chunk length for "chunked" (torch only; the kernel uses 64, same result).
+        impl: "auto" (the Triton kernel for mode="chunked" on CUDA tensors it supports, else torch),
+            "torch", or "triton" (the kernel; mode must be "chunked", else ConfigError). See
+            `common.attention.dispatch`.
+
+    Shapes:
+        q, k, g: [B, T, H, K]; v: [B, T, H, V]; initial_state: [B or 1, H, K, V].
+        Returns o [B, T, H, V] and the final state [B, H, K, V] (None unless output_final_state).
+    """
+    check_choice("impl", impl, IMPLS)
+    check_choice("mode", mode, GLA_MODES)
+    kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
+    if mode == "chunked":
+        return gla_chunked_dispatch(q, k, v, g, impl=impl, chunk_size=chunk_size, **kwargs)
+    if impl == "triton":
+        raise ConfigError("impl", impl, f"mode='chunked' for the Triton kernel (mode={mode!r} is torch only)")
+    if mode == "parallel":
+        return gla_parallel_torch(q, k, v, g, **kwargs)
+    return gla_recurrent_torch(q, k, v, g, **kwargs)
 
 
 class GatedLinearAttention(Mechanism):

@@ -1,9 +1,10 @@
-"""Chunked GLA in Triton, forward and backward, structured as fla's chunk_gla: `gla_chunked_triton` (with its
-kernel modules, the only code here that imports triton; same contract as `reference.gla_chunked_torch`, fla's layout).
+"""Chunked GLA in Triton, host side (launches and the autograd Function), structured as fla's chunk_gla:
+`gla_chunked_triton` (with its kernel modules, the only code here that imports triton; same contract as
+`reference.gla_chunked_torch`, fla's layout).
 
 q, k, g: [B, T, H, K]; v: [B, T, H, V]; g = log-space forget gates (<= 0); initial_state [B or 1, H, K, V];
 returns o [B, T, H, V] in q's dtype and, with output_final_state, the final state [B, H, K, V] float32.
-Gradients flow to q, k, v, g and initial_state. K <= 256; V any size; T any length.
+Gradients flow to q, k, v, g and initial_state. K <= KERNEL_MAX_K (module.py); V any size; T any length.
 
 Design (chunks of C = 64, sub-chunks of S = 16): the intra-chunk map is built once per pass, then the
 parallel kernels are matmuls over it.
@@ -15,7 +16,8 @@ parallel kernels are matmuls over it.
     backward: bwd_dh (state gradients), bwd_da (dA = scale do v^T, lower triangle), bwd_dv
               (A^T do + (k e^{b_C - b}) dh), bwd_intra (dq, dk from dA, fp32), bwd_inter (+ do h^T, v dh^T,
               and dg: in-chunk reverse cumsum of q dq - k dk plus dL/d(chunk decay); no cross-chunk pass).
-Kernels: `triton_state.py` (helpers, cumsum, the two sequential state passes), `triton_fwd.py`, `triton_bwd.py`.
+Kernels: `kernels_fwd.py` (cumsum, fwd_h, fwd_a, fwd_a_diag, fwd_o), `kernels_bwd.py` (bwd_dh, bwd_da, bwd_dv,
+bwd_intra, bwd_inter), their shared jit helpers in `kernels_common.py`.
 All exponents are <= 0 (sub-chunk reference rows; the 16 x 16 diagonal blocks row by row); the parallel kernels
 read every decay from gcs, the state passes scan g themselves.
 """
@@ -29,10 +31,10 @@ import triton
 import triton.language as tl
 
 from common.attention.dispatch import interpreting
-from common.attention.gla import triton_bwd, triton_fwd, triton_state
+from common.attention.gla import kernels_bwd, kernels_fwd
+from common.attention.gla.module import KERNEL_DTYPES, KERNEL_MAX_K
 
 CHUNK, SUB = 64, 16
-MAX_K = 256
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -109,15 +111,15 @@ def _check(q, k, v, g, initial_state) -> None:
             f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, g {tuple(g.shape)}"
         )
     for name, t in (("q", q), ("k", k), ("v", v), ("g", g)):
-        if t.dtype not in _TL_DTYPES:
+        if t.dtype not in KERNEL_DTYPES:
             raise TypeError(f"gla (triton): {name} has dtype {t.dtype}; expected float32, bfloat16 or float16")
         if t.device != q.device:
             raise ValueError(f"gla (triton): {name} is on {t.device}, q on {q.device}")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"gla (triton): q, k, v must share a dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     b, _, h, dk = q.shape
-    if dk > MAX_K:
-        raise ValueError(f"gla (triton): key dim K={dk} > {MAX_K}; use impl='torch'")
+    if dk > KERNEL_MAX_K:
+        raise ValueError(f"gla (triton): key dim K={dk} > {KERNEL_MAX_K}; use impl='torch'")
     if initial_state is not None:
         shape = tuple(initial_state.shape)
         if initial_state.dim() != 4 or shape[0] not in (1, b) or shape[1:] != (h, dk, v.shape[-1]):
@@ -140,26 +142,28 @@ def _forward(q, k, v, g, h0, scale):
     blk = _blocks(dk, dv, q.dtype)
     dims = _dims(q, v)
     gcs = g.new_empty(g.shape, dtype=torch.float32)
-    triton_state.cumsum_kernel[(triton.cdiv(dk, blk["BK"]), nt, b * nh)](
+    kernels_fwd.cumsum_kernel[(triton.cdiv(dk, blk["BK"]), nt, b * nh)](
         g, gcs, t, H=nh, K=dk, C=CHUNK, BK=blk["BK"], **_launch("cumsum")
     )
     h = q.new_empty(b, nh, nt, dk, dv)
     ht = q.new_empty(b, nh, dk, dv, dtype=torch.float32)
     h0_arg = h0 if h0 is not None else ht  # never read without HAS_H0
     h0_bstride = 0 if h0 is None or h0.shape[0] == 1 else nh * dk * dv
-    triton_state.fwd_h_kernel[(triton.cdiv(dk, blk["BK_H"]), triton.cdiv(dv, blk["BV_H"]), b * nh)](
+    kernels_fwd.fwd_h_kernel[(triton.cdiv(dk, blk["BK_H"]), triton.cdiv(dv, blk["BV_H"]), b * nh)](
         k, v, g, h0_arg, h, ht, t, nt, h0_bstride, **dims, BK=blk["BK_H"], BV=blk["BV_H"], HAS_H0=h0 is not None,
         **_launch("fwd_h"),
     )  # fmt: skip
     a = q.new_empty(b * nh, nt, CHUNK, CHUNK, dtype=torch.float32)
     a_args = (q, k, gcs, a, scale, t, nt)
     a_dims = dict(H=nh, K=dk, C=CHUNK, S=SUB)
-    triton_fwd.fwd_a_kernel[(CHUNK // SUB, nt, b * nh)](
+    kernels_fwd.fwd_a_kernel[(CHUNK // SUB, nt, b * nh)](
         *a_args, **a_dims, BK=blk["BK_A"], PREC_FINE=_fine_prec(q.dtype), **_launch("fwd_a")
     )
-    triton_fwd.fwd_a_diag_kernel[(CHUNK // SUB, nt, b * nh)](*a_args, **a_dims, BK=blk["BK_D"], **_launch("fwd_a_diag"))
+    kernels_fwd.fwd_a_diag_kernel[(CHUNK // SUB, nt, b * nh)](
+        *a_args, **a_dims, BK=blk["BK_D"], **_launch("fwd_a_diag")
+    )
     o = v.new_empty(b, t, nh, dv)
-    triton_fwd.fwd_o_kernel[(triton.cdiv(dv, blk["BV"]), nt, b * nh)](
+    kernels_fwd.fwd_o_kernel[(triton.cdiv(dv, blk["BV"]), nt, b * nh)](
         q, v, gcs, h, a, o, scale, t, nt, **dims, BK=blk["BK"], BV=blk["BV"], **_launch("fwd_o")
     )
     return o, gcs, a, h, ht
@@ -174,29 +178,29 @@ def _backward(q, k, v, g, gcs, a, h, do, dht, scale):
     dims = _dims(q, v)
     dh = q.new_empty(b, nh, nt, dk, dv_dim)
     dh0 = q.new_empty(b, nh, dk, dv_dim, dtype=torch.float32)
-    triton_state.bwd_dh_kernel[(triton.cdiv(dk, blk["BK_H"]), triton.cdiv(dv_dim, blk["BV_H"]), b * nh)](
+    kernels_bwd.bwd_dh_kernel[(triton.cdiv(dk, blk["BK_H"]), triton.cdiv(dv_dim, blk["BV_H"]), b * nh)](
         q, g, do, dht if dht is not None else dh0, dh, dh0, scale, t, nt, **dims, BK=blk["BK_H"], BV=blk["BV_H"],
         HAS_DHT=dht is not None, **_launch("bwd_dh"),
     )  # fmt: skip
     da = q.new_empty(b * nh, nt, CHUNK, CHUNK, dtype=torch.float32)
-    triton_bwd.bwd_da_kernel[(nt, b * nh)](
+    kernels_bwd.bwd_da_kernel[(nt, b * nh)](
         v, do, da, scale, t, nt, H=nh, V=dv_dim, C=CHUNK, BV=blk["BV"], DT=dims["DT"], PREC=dims["PREC"],
         **_launch("bwd_da"),
     )  # fmt: skip
     dv = torch.empty_like(v)
-    triton_bwd.bwd_dv_kernel[(triton.cdiv(dv_dim, blk["BV"]), nt, b * nh)](
+    kernels_bwd.bwd_dv_kernel[(triton.cdiv(dv_dim, blk["BV"]), nt, b * nh)](
         k, gcs, do, dh, a, dv, t, nt, **dims, BK=blk["BK"], BV=blk["BV"], PREC_FINE=_fine_prec(q.dtype),
         **_launch("bwd_dv"),
     )  # fmt: skip
     dq_intra = q.new_empty(q.shape, dtype=torch.float32)
     dk_intra = q.new_empty(q.shape, dtype=torch.float32)
     nc = CHUNK // SUB
-    triton_bwd.bwd_intra_kernel[(triton.cdiv(dk, blk["BK"]) * nc, nt, b * nh)](
+    kernels_bwd.bwd_intra_kernel[(triton.cdiv(dk, blk["BK"]) * nc, nt, b * nh)](
         q, k, gcs, da, dq_intra, dk_intra, t, nt, H=nh, K=dk, C=CHUNK, S=SUB, NC=nc, BK=blk["BK"],
         PREC_FINE=_fine_prec(q.dtype), **_launch("bwd_intra"),
     )  # fmt: skip
     dq, dk_, dg = torch.empty_like(q), torch.empty_like(k), torch.empty_like(g)
-    triton_bwd.bwd_inter_kernel[(triton.cdiv(dk, blk["BK"]), nt, b * nh)](
+    kernels_bwd.bwd_inter_kernel[(triton.cdiv(dk, blk["BK"]), nt, b * nh)](
         q, k, v, gcs, h, do, dh, dq_intra, dk_intra, dq, dk_, dg, scale, t, nt, **dims, BK=blk["BK"],
         BV=blk["BV"], **_launch("bwd_inter"),
     )  # fmt: skip
@@ -244,7 +248,7 @@ def gla_chunked_triton(
     """Chunked GLA through the Triton kernels (torch.compile traces around this call).
 
     Shapes:
-        q, k, g: [B, T, H, K] (K <= 256); v: [B, T, H, V]; initial_state: [B or 1, H, K, V].
+        q, k, g: [B, T, H, K] (K <= KERNEL_MAX_K); v: [B, T, H, V]; initial_state: [B or 1, H, K, V].
         Returns o [B, T, H, V] (q's dtype) and the final state [B, H, K, V] float32 (or None).
     """
     _check(q, k, v, g, initial_state)

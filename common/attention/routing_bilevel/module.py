@@ -6,12 +6,14 @@ import torch
 from torch import nn
 
 from common.attention.base import Mechanism
-from common.attention.dispatch import resolve_impl
+from common.attention.dispatch import IMPLS, resolve_impl
 from common.attention.registry import Capabilities
 from common.attention.routing_bilevel.reference import bilevel_routing_attention_torch
 from common.errors import ConfigError, check_choice, check_range
 
-IMPLS = ("auto", "torch", "triton")
+# what the Triton kernel takes (triton.py checks them)
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+KERNEL_MAX_HEAD_DIM = 256
 
 
 def bilevel_routing_attention(

@@ -12,6 +12,7 @@ from common.attention.routing_bilevel import (
     BiLevelRoutingAttention,
     bilevel_routing_attention,
     bilevel_routing_attention_torch,
+    route_regions,
 )
 from common.errors import ConfigError
 from tests.common.attention.helpers_b import assert_finite_grads
@@ -100,6 +101,26 @@ def test_routed_core_matches_brute_force(hw, n_win, topk):
     torch.testing.assert_close(bilevel_routing_attention(q, k, v, HEADS, n_win, topk, impl="torch"), ours)
     if topk < n_win * n_win:  # routing matters: fewer regions give a different answer
         assert not torch.allclose(ours, bilevel_routing_attention_torch(q, k, v, HEADS, n_win, n_win * n_win))
+
+
+@pytest.mark.parametrize("hw, n_win", [((6, 6), 3), ((5, 7), 3), ((5, 5), 4)])
+@pytest.mark.parametrize("scale", [0.25, -0.5])
+def test_route_regions_fp32_ranks_as_the_reference(hw, n_win, scale):
+    """The kernel's routing (fp32 region sums, scale dropped when positive) orders every region's full row as
+    the reference's region means do in float64: a positive factor per row cannot change a ranking, and fp32
+    rounding (~1e-6 relative) is far below the gaps between random affinities, so a difference is a changed
+    ranking. Regions made only of padding come last."""
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, *hw, 16, generator=g, dtype=torch.float64) for _ in range(2))
+    regions = n_win * n_win
+    exact = route_regions(q, k, n_win, regions, scale)
+    assert torch.equal(route_regions(q.float(), k.float(), n_win, regions, scale, fp32=True), exact)
+    real = [
+        r
+        for r in range(regions)
+        if (r // n_win) * -(-hw[0] // n_win) < hw[0] and (r % n_win) * -(-hw[1] // n_win) < hw[1]
+    ]
+    assert sorted(exact[..., : len(real)].unique().tolist()) == real
 
 
 def test_token_and_channel_last_inputs_agree_shapes_and_grads():

@@ -216,7 +216,7 @@ def test_auto_picks_torch_on_cpu_and_triton_needs_the_interpreter(monkeypatch):
 
     calls = []
     monkeypatch.setattr(
-        "common.attention.gla.reference.gla_chunked_torch",
+        "common.attention.gla.module.gla_chunked_torch",
         lambda *a, **kw: calls.append("torch") or gla_chunked_torch(*a, **kw),
     )
     gla(q, k, v, g)  # auto on CPU: torch, even with the interpreter on

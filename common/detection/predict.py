@@ -1,4 +1,4 @@
-"""Detect objects in a user's image with an exported DETR: `apps/<app>/predict.py` re-exports `predict`.
+"""Detect objects in a user's image with an exported DETR (the `predictor` of configs/detection/coco.yaml).
 
 The image (png, jpg, bmp, tif, webp, ...; grey, 16-bit grey and RGBA become RGB: common/data/images.py) gets
 the evaluation transform (shorter side resized to `eval_size`, longer side capped at `max_size`, ImageNet

@@ -1,4 +1,4 @@
-"""Classify a user's image with an exported vision model: `apps/<app>/predict.py` re-exports `predict`.
+"""Classify a user's image with an exported vision model (the `predictor` of configs/vision/classification.yaml).
 
 The image (png, jpg, bmp, webp, ...; opened by common/data/images.py, so 16-bit grey is scaled to 8 bits and
 oversized files are refused) is converted to grey or RGB as the model expects, resized to the

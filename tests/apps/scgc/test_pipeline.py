@@ -214,14 +214,3 @@ def test_ddp_cpu_two_processes(tmp_path):
     metrics = json.loads(runs[0].read_text())
     assert metrics["epochs"] == 2 and set(metrics["test"]) >= {"acc", "nmi"}
     assert (runs[0].parent / "checkpoints" / "last.ckpt").is_file()
-
-
-def test_sweep_prints_and_writes_the_best_trial(tmp_path):
-    proc = run_cli("train", "-m", "sweep=scgc", *SMALL, "hydra.sweeper.n_trials=2", "max_epochs=2", root=tmp_path)
-    assert "best trial (val/acc = " in proc.stdout
-    sweep_dirs = list((tmp_path / "runs" / "scgc" / "multirun").glob("*"))
-    assert len(sweep_dirs) == 1
-    best = yaml.safe_load((sweep_dirs[0] / "optimization_results.yaml").read_text())
-    assert 0.0 <= best["best_value"] <= 1.0 and set(best["best_params"]) >= {"module.alpha", "module.tau"}
-    assert len(list(sweep_dirs[0].glob("*/metrics.json"))) == 2
-    assert not (tmp_path / "runs" / "scgc" / "latest").exists()  # sweeps do not move `latest`

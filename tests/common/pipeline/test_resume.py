@@ -30,7 +30,7 @@ from common.pipeline.callbacks import RandomState
 from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from common.pipeline.runs import resumed_config
 from common.pipeline.safety import load_checkpoint
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO
 
 # ---- the run config on resume ---------------------------------------------------------------------------------
 
@@ -196,3 +196,140 @@ def test_without_the_random_state_the_resume_drifts(tmp_path):
         _fit(tmp_path / "killed", 4, Interrupt(2), random_state=False)
     resumed = _fit(tmp_path / "killed", 4, resume=True, random_state=False)
     assert not all(torch.equal(resumed[k], v) for k, v in straight.items())
+
+
+# ---- real training processes, killed mid-run -------------------------------------------------------------------
+
+
+def _env(root: Path) -> dict:
+    # one thread each: the same numerics in every process, and two of them share CI's 2 cores
+    return dict(os.environ, MANYHEADS_ROOT=str(root), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+
+
+def _start(args: list[str], root: Path, log: str = "train.log") -> subprocess.Popen:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / log, "w") as out:  # a file, not a pipe: a full pipe would stall the run
+        cmd = [sys.executable, "-m", "common.pipeline.train", *args]
+        return subprocess.Popen(cmd, cwd=REPO, env=_env(root), stdout=out, stderr=subprocess.STDOUT)
+
+
+def _train(args: list[str], root: Path, log: str = "train.log") -> int:
+    code = _start(args, root, log).wait(timeout=600)
+    assert code in (0, 2), (root / log).read_text()[-3000:]  # 2: a user error, which the test then checks
+    return code
+
+
+def _kill_after(proc: subprocess.Popen, root: Path, epoch: int, sig: signal.Signals) -> int:
+    """Send `sig` once the run's last.ckpt holds `epoch` (or later); the exit status. Fails if it finished first."""
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        found = list(root.glob("runs/*/2*/checkpoints/last.ckpt"))
+        if found and load_checkpoint(found[0])["epoch"] >= epoch:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.05)
+    code = proc.wait(timeout=600)
+    assert code != 0, "the run finished before it could be interrupted:\n" + (root / "train.log").read_text()[-3000:]
+    return code
+
+
+def _assert_same_run(straight: Path, resumed: Path) -> None:
+    """Bit for bit: metrics, epochs, steps and the final weights."""
+    a, b = (json.loads((run / "metrics.json").read_text()) for run in (straight, resumed))
+    assert (b["epochs"], b["steps"]) == (a["epochs"], a["steps"])
+    assert b["test"] == a["test"] and b["val"] == a["val"] and b["monitor"] == a["monitor"]
+    wa, wb = (load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"] for run in (straight, resumed))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _run_dir(root: Path, app: str) -> Path:
+    (run,) = (root / "runs" / app).glob("2*")
+    return run
+
+
+# One app per domain; each trains N epochs straight and is killed at a later epoch (not the first) of the same run.
+FORECAST = [
+    "app=crypto_forecast",
+    "seed=7",
+    "max_epochs=12",
+    "data.limit_rows=400",
+    "model.dim=16",
+    "model.lstm_hidden=8",
+    "callbacks.model_checkpoint.save_top_k=-1",  # the issue's case: every epoch's top-k file beside last.ckpt
+    "callbacks.progress_bar=null",
+    "trainer=cpu",
+]
+VISION = [
+    "app=biformer",
+    "seed=7",
+    "max_epochs=6",
+    "data.limit_train=128",
+    "data.limit_eval=64",
+    "data.batch_size=32",
+    "callbacks.progress_bar=null",
+    "trainer=cpu",
+]
+DETECTION = [
+    "app=focus_detr",
+    "seed=7",
+    "max_epochs=5",
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=8",
+    "data.batch_size=4",
+    "model.hidden_dim=32",
+    "model.num_heads=4",
+    "model.ffn_dim=64",
+    "model.num_encoder_layers=2",
+    "model.cascade=[1.0,0.5]",
+    "model.num_decoder_layers=2",
+    "callbacks.progress_bar=null",
+    "trainer=cpu",
+]
+
+
+@pytest.mark.parametrize(
+    "args, kill_at",
+    [
+        pytest.param(VISION, 2, id="biformer"),
+        pytest.param(DETECTION, 2, id="focus_detr", marks=pytest.mark.slow),
+    ],
+)
+def test_killed_run_resumes_exactly(tmp_path, args, kill_at):
+    """SIGKILL (nothing gets to run) after epoch `kill_at`'s checkpoint; `ckpt_path=last` ends where an
+    uninterrupted run of the same arguments ends. (scgc's is tests/apps/scgc/test_pipeline.py's.)"""
+    app = args[0].removeprefix("app=")
+    data = [f"data.data_dir={tmp_path / 'data'}"]  # built once by the straight run, read by the other two
+    assert _train([*args, *data], tmp_path / "straight") == 0
+    _kill_after(_start([*args, *data], tmp_path / "killed"), tmp_path / "killed", kill_at, signal.SIGKILL)
+    killed = _run_dir(tmp_path / "killed", app)
+    assert not (killed / "metrics.json").exists()
+    assert _train([*args, *data, "ckpt_path=last"], tmp_path / "killed", "resume.log") == 0
+    _assert_same_run(_run_dir(tmp_path / "straight", app), killed)
+
+
+def test_terminated_run_says_how_to_resume_and_resumes_with_its_own_config(tmp_path):
+    """SIGTERM (schedulers, `kill`) ends the run with status 143 and the resume command; resuming with only the
+    README's `ckpt_path=last` restores the run's own config (not today's defaults) and ends bit for bit where an
+    uninterrupted run ends; config.yaml stays as written; a failed start does not move `latest`."""
+    straight = _start(FORECAST, tmp_path / "straight")  # side by side with the run that gets terminated
+    code = _kill_after(_start(FORECAST, tmp_path / "killed"), tmp_path / "killed", 2, signal.SIGTERM)
+    assert straight.wait(timeout=600) == 0, (tmp_path / "straight" / "train.log").read_text()[-3000:]
+    run = _run_dir(tmp_path / "killed", "crypto_forecast")
+    log = (tmp_path / "killed" / "train.log").read_text()
+    assert code == 128 + signal.SIGTERM, log[-3000:]
+    assert f'make train app=crypto_forecast ARGS="ckpt_path={run}/checkpoints/last.ckpt"' in log
+    assert not (run / "metrics.json").exists()
+    config = (run / "config.yaml").read_text()
+
+    root = tmp_path / "killed"
+    assert _train(["app=crypto_forecast", "model.arch=nope"], root, "failed.log") == 2
+    assert "model.arch='nope'" in (root / "failed.log").read_text()
+    assert (root / "runs" / "crypto_forecast" / "latest").resolve() == run  # not the failed start's folder
+
+    assert _train(["app=crypto_forecast", "ckpt_path=last", "callbacks.progress_bar=null"], root, "resume.log") == 0
+    assert (root / "runs" / "crypto_forecast" / "latest").resolve() == run
+    assert (run / "config.yaml").read_text() == config
+    resumed = yaml.safe_load(config)
+    assert resumed["max_epochs"] == 12 and resumed["data"]["limit_rows"] == 400
+    _assert_same_run(_run_dir(tmp_path / "straight", "crypto_forecast"), run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import platform
 import subprocess
 import sys
@@ -24,9 +25,26 @@ def known_apps() -> list[str]:
     return sorted(p.stem for p in (REPO_ROOT / "configs" / "app").glob("*.yaml"))
 
 
+def slurm_job_link(app_runs: Path) -> Path | None:
+    """`runs/<app>/.slurm-<job id>`, the link to the run folder a SLURM job trains in; None outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return app_runs / f".slurm-{job}" if job else None
+
+
+def slurm_requeued_run(app_runs: Path) -> Path | None:
+    """The run folder a requeued SLURM job (Lightning's auto-requeue, or SLURM's own) trained in before."""
+    link = slurm_job_link(app_runs)
+    if link is None or os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0") or not link.exists():
+        return None
+    return link.resolve()
+
+
 def run_dir_for(runs_dir: str, app: str, ckpt_path: str | None) -> str:
-    """Hydra's run dir: the resumed run's own folder when resuming, else a new timestamped one."""
+    """Hydra's run dir: the resumed run's own folder when resuming (or when SLURM requeued the job), else a new
+    timestamped one."""
     app_runs = Path(runs_dir) / app
+    if ckpt_path is None and (requeued := slurm_requeued_run(app_runs)) is not None:
+        return str(requeued)
     if ckpt_path == "last" and (app_runs / "latest").exists():
         return str((app_runs / "latest").resolve())
     if ckpt_path not in (None, "last") and Path(ckpt_path).parent.name == "checkpoints":

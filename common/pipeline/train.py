@@ -30,13 +30,15 @@ from common.pipeline.build import build_datamodule, build_model, build_module
 from common.pipeline.callbacks import RandomState, StoreRunConfig, TrainThroughput
 from common.pipeline.checkpoint_config import run_config
 from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
-from common.pipeline.files import write_json
+from common.pipeline.files import point_link, write_json
 from common.pipeline.runs import (
     CONFIG_DIR,
     device_name,
     register_resolvers,
     resolve_checkpoint,
     resumed_config,
+    slurm_job_link,
+    slurm_requeued_run,
     split_metrics,
     user_errors,
     versions,
@@ -52,12 +54,23 @@ def _instantiate_group(group: DictConfig | None, section: str) -> list:
     return [safe_instantiate(c, section=f"{section}.{k}") for k, c in group.items() if c and "_target_" in c]
 
 
+def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path, app_runs: Path) -> Path | None:
+    """`ckpt_path` resolved; or, for a SLURM job requeued into its run folder, the newer of Lightning's requeue
+    checkpoint (`hpc_ckpt_<n>.ckpt`, saved on SLURM's warning signal) and our `last.ckpt`."""
+    if cfg.ckpt_path is not None:
+        return resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt_path, which="last")
+    if slurm_requeued_run(app_runs) == run_dir:
+        saved = [*run_dir.glob("hpc_ckpt_*.ckpt"), *run_dir.glob("checkpoints/last.ckpt")]
+        return max(saved, key=lambda p: p.stat().st_mtime, default=None)
+    return None
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, test and write `metrics.json`; returns the metrics dict."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    ckpt_path = None
-    if cfg.ckpt_path is not None:
-        ckpt_path = resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt_path, which="last")
+    app_runs = Path(cfg.paths.runs_dir) / cfg.app_name
+    ckpt_path = _checkpoint_to_resume(cfg, run_dir, app_runs)
+    if ckpt_path is not None:
         cfg = resumed_config(cfg, run_config(load_checkpoint(ckpt_path), ckpt_path), HydraConfig.get().overrides.task)
     check_choice("monitor.mode", cfg.monitor.mode, ("min", "max"))
     check_choice("test_ckpt", cfg.test_ckpt, ("best", "last"))
@@ -69,7 +82,8 @@ def train(cfg: DictConfig) -> dict:
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     throughput = TrainThroughput()
-    latest = Path(cfg.paths.runs_dir) / cfg.app_name / "latest" if HydraConfig.get().mode == RunMode.RUN else None
+    single_run = HydraConfig.get().mode == RunMode.RUN
+    latest = app_runs / "latest" if single_run else None
     last = LastCheckpoint(run_dir / "checkpoints", cfg.last_ckpt_every_n_steps, latest=latest)
     callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved), RandomState(), throughput]
     loggers = _instantiate_group(cfg.logger, "logger")
@@ -83,6 +97,8 @@ def train(cfg: DictConfig) -> dict:
     )
     if trainer.is_global_zero and not (run_dir / "config.yaml").exists():  # a resumed run keeps its own
         OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    if trainer.is_global_zero and single_run and (job_link := slurm_job_link(app_runs)) is not None:
+        point_link(job_link, run_dir)  # where this job comes back to if it is requeued
 
     best_ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     try:

@@ -201,36 +201,46 @@ def test_without_the_random_state_the_resume_drifts(tmp_path):
 # ---- real training processes, killed mid-run -------------------------------------------------------------------
 
 
-def _env(root: Path) -> dict:
-    # one thread each: the same numerics in every process, and two of them share CI's 2 cores
-    return dict(os.environ, MANYHEADS_ROOT=str(root), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
-
-
-def _start(args: list[str], root: Path, log: str = "train.log") -> subprocess.Popen:
+def _start(args: list[str], root: Path, log: str = "train.log", **env: str) -> subprocess.Popen:
     root.mkdir(parents=True, exist_ok=True)
+    # one thread each: the same numerics in every process, and two of them share CI's 2 cores
+    env = dict(os.environ, MANYHEADS_ROOT=str(root), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
     with open(root / log, "w") as out:  # a file, not a pipe: a full pipe would stall the run
         cmd = [sys.executable, "-m", "common.pipeline.train", *args]
-        return subprocess.Popen(cmd, cwd=REPO, env=_env(root), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _train(args: list[str], root: Path, log: str = "train.log") -> int:
-    code = _start(args, root, log).wait(timeout=600)
+def _train(args: list[str], root: Path, log: str = "train.log", **env: str) -> int:
+    code = _start(args, root, log, **env).wait(timeout=600)
     assert code in (0, 2), (root / log).read_text()[-3000:]  # 2: a user error, which the test then checks
     return code
 
 
-def _kill_after(proc: subprocess.Popen, root: Path, epoch: int, sig: signal.Signals) -> int:
-    """Send `sig` once the run's last.ckpt holds `epoch` (or later); the exit status. Fails if it finished first."""
+def _when(proc: subprocess.Popen, root: Path, done, what: str) -> None:
+    """Poll until `done()` while the run goes on; fail if the run ended first (too fast to be interrupted)."""
     deadline = time.time() + 600
-    while proc.poll() is None and time.time() < deadline:
-        found = list(root.glob("runs/*/2*/checkpoints/last.ckpt"))
-        if found and load_checkpoint(found[0])["epoch"] >= epoch:
-            proc.send_signal(sig)
-            break
+    while not done():
+        assert proc.poll() is None and time.time() < deadline, (
+            f"the run ended before {what}:\n" + ((root / "train.log").read_text()[-3000:])
+        )
         time.sleep(0.05)
-    code = proc.wait(timeout=600)
-    assert code != 0, "the run finished before it could be interrupted:\n" + (root / "train.log").read_text()[-3000:]
-    return code
+
+
+def _at_epoch(root: Path, epoch: int):
+    """Whether the run's last.ckpt holds `epoch` or a later one."""
+
+    def done() -> bool:
+        found = list(root.glob("runs/*/2*/checkpoints/last.ckpt"))
+        return bool(found) and load_checkpoint(found[0])["epoch"] >= epoch
+
+    return done
+
+
+def _kill_after(proc: subprocess.Popen, root: Path, epoch: int, sig: signal.Signals) -> int:
+    """Send `sig` once the run's last.ckpt holds `epoch` (or later); the exit status."""
+    _when(proc, root, _at_epoch(root, epoch), f"epoch {epoch}")
+    proc.send_signal(sig)
+    return proc.wait(timeout=600)
 
 
 def _assert_same_run(straight: Path, resumed: Path) -> None:
@@ -301,7 +311,8 @@ def test_killed_run_resumes_exactly(tmp_path, args, kill_at):
     app = args[0].removeprefix("app=")
     data = [f"data.data_dir={tmp_path / 'data'}"]  # built once by the straight run, read by the other two
     assert _train([*args, *data], tmp_path / "straight") == 0
-    _kill_after(_start([*args, *data], tmp_path / "killed"), tmp_path / "killed", kill_at, signal.SIGKILL)
+    killed_root = tmp_path / "killed"
+    assert _kill_after(_start([*args, *data], killed_root), killed_root, kill_at, signal.SIGKILL) == -signal.SIGKILL
     killed = _run_dir(tmp_path / "killed", app)
     assert not (killed / "metrics.json").exists()
     assert _train([*args, *data, "ckpt_path=last"], tmp_path / "killed", "resume.log") == 0
@@ -333,3 +344,28 @@ def test_terminated_run_says_how_to_resume_and_resumes_with_its_own_config(tmp_p
     resumed = yaml.safe_load(config)
     assert resumed["max_epochs"] == 12 and resumed["data"]["limit_rows"] == 400
     _assert_same_run(_run_dir(tmp_path / "straight", "crypto_forecast"), run)
+
+
+def test_requeued_slurm_job_trains_on_in_its_run_folder(tmp_path):
+    """Lightning's SLURM auto-requeue: on SIGUSR1 it saves `hpc_ckpt_1.ckpt` into the run folder and asks
+    `scontrol` to requeue the job (absent here, so the run goes on until SLURM would kill it: SIGKILL). The requeued
+    job (the same command, SLURM_JOB_ID, and SLURM_RESTART_COUNT=1) comes back to that folder and trains on from
+    that checkpoint instead of starting a new run."""
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train"}
+    slurm.update(SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0")
+    proc = _start(FORECAST, tmp_path, SLURM_RESTART_COUNT="0", **slurm)
+    _when(proc, tmp_path, _at_epoch(tmp_path, 2), "epoch 2")
+    proc.send_signal(signal.SIGUSR1)
+    _when(proc, tmp_path, lambda: any(tmp_path.glob("runs/*/2*/hpc_ckpt_1.ckpt")), "hpc_ckpt_1.ckpt")
+    proc.kill()
+    proc.wait(timeout=60)
+    run = _run_dir(tmp_path, "crypto_forecast")
+    assert not (run / "metrics.json").exists()
+
+    assert _train(FORECAST, tmp_path, "requeued.log", SLURM_RESTART_COUNT="1", **slurm) == 0
+    assert _run_dir(tmp_path, "crypto_forecast") == run  # no new run folder
+    assert (
+        f"Restored all states from the checkpoint at {run / 'hpc_ckpt_1.ckpt'}"
+        in (tmp_path / "requeued.log").read_text()
+    )
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 12

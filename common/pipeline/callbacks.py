@@ -1,11 +1,14 @@
-"""Pipeline callbacks: the run config inside every checkpoint, training throughput, and the plots folder."""
+"""Pipeline callbacks: the run config and the random state inside every checkpoint, training throughput, and the
+plots folder."""
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -20,6 +23,54 @@ class StoreRunConfig(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         checkpoint[CONFIG_KEY] = {"config": self.config}
+
+
+class RandomState(L.Callback):
+    """Carry the global random states (torch, CUDA, numpy, Python) in each checkpoint and restore them when a run
+    resumes, so dropout, augmentation and the shuffle of a `RandomSampler` continue as if never interrupted.
+
+    They are restored at `on_fit_start`, the last callback hook before the resumed epoch creates its data iterator
+    (which draws a seed from torch's generator); this assumes that what runs from there to the epoch's first batch
+    (the module's `on_fit_start`, the `on_train_start` and `on_train_epoch_start` hooks) draws nothing from them.
+    The states are those of rank 0. A sampler with a generator of its own must derive it from `seed + epoch`
+    (`common.vision.datasets.EpochShuffle`, scgc's node batches): it is not stored.
+    """
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),  # a tensor: checkpoints load weights_only
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "gauss": float(gauss),
+            },
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        state, self._pending = self._pending, None
+        if state is None:  # a fresh run
+            return
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+        if "cuda" in state and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class TrainThroughput(L.Callback):

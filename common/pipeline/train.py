@@ -21,22 +21,28 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError, check_choice
 from common.pipeline.build import build_datamodule, build_model, build_module
-from common.pipeline.callbacks import StoreRunConfig, TrainThroughput
-from common.pipeline.checkpoints import AtomicCheckpointIO
+from common.pipeline.callbacks import RandomState, StoreRunConfig, TrainThroughput
+from common.pipeline.checkpoint_config import run_config
+from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from common.pipeline.runs import (
     CONFIG_DIR,
     device_name,
     register_resolvers,
     resolve_checkpoint,
+    resumed_config,
+    slurm_job_link,
+    slurm_requeued_run,
     split_metrics,
     user_errors,
     versions,
 )
-from common.pipeline.safety import safe_instantiate
+from common.pipeline.safety import load_checkpoint, safe_instantiate
 from common.utils.files import point_link, write_json
 
 register_resolvers()
@@ -48,14 +54,26 @@ def _instantiate_group(group: DictConfig | None, section: str) -> list:
     return [safe_instantiate(c, section=f"{section}.{k}") for k, c in group.items() if c and "_target_" in c]
 
 
+def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path, app_runs: Path) -> Path | None:
+    """`ckpt_path` resolved; or, for a SLURM job requeued into its run folder, the newer of Lightning's requeue
+    checkpoint (`hpc_ckpt_<n>.ckpt`, saved on SLURM's warning signal) and our `last.ckpt`."""
+    if cfg.ckpt_path is not None:
+        return resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt_path, which="last")
+    if slurm_requeued_run(app_runs) == run_dir:
+        saved = [*run_dir.glob("hpc_ckpt_*.ckpt"), *run_dir.glob("checkpoints/last.ckpt")]
+        return max(saved, key=lambda p: p.stat().st_mtime, default=None)
+    return None
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, test and write `metrics.json`; returns the metrics dict."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    app_runs = Path(cfg.paths.runs_dir) / cfg.app_name
+    ckpt_path = _checkpoint_to_resume(cfg, run_dir, app_runs)
+    if ckpt_path is not None:
+        cfg = resumed_config(cfg, run_config(load_checkpoint(ckpt_path), ckpt_path), HydraConfig.get().overrides.task)
     check_choice("monitor.mode", cfg.monitor.mode, ("min", "max"))
     check_choice("test_ckpt", cfg.test_ckpt, ("best", "last"))
-    ckpt_path = None
-    if cfg.ckpt_path is not None:
-        ckpt_path = resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt_path, which="last")
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -64,34 +82,47 @@ def train(cfg: DictConfig) -> dict:
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     throughput = TrainThroughput()
-    callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved), throughput]
+    single_run = HydraConfig.get().mode == RunMode.RUN
+    latest = app_runs / "latest" if single_run else None
+    last = LastCheckpoint(run_dir / "checkpoints", cfg.last_ckpt_every_n_steps, latest=latest)
+    callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved), RandomState(), throughput]
     loggers = _instantiate_group(cfg.logger, "logger")
     trainer: L.Trainer = safe_instantiate(
         cfg.trainer,
         section="trainer",
-        callbacks=callbacks,
+        callbacks=[*callbacks, last],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
     )
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and not (run_dir / "config.yaml").exists():  # a resumed run keeps its own
         OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
-        if HydraConfig.get().mode == RunMode.RUN:
-            point_link(Path(cfg.paths.runs_dir) / cfg.app_name / "latest", run_dir)
+    if trainer.is_global_zero and single_run and (job_link := slurm_job_link(app_runs)) is not None:
+        point_link(job_link, run_dir)  # where this job comes back to if it is requeued
 
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds = time.perf_counter() - start
-    val = split_metrics(trainer.callback_metrics, "val/")
+    best_ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    try:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        train_seconds = time.perf_counter() - start
+        val = split_metrics(trainer.callback_metrics, "val/")
 
-    test = {}
-    if cfg.test:
-        ckpt_cb = trainer.checkpoint_callback
-        test_ckpt = ckpt_cb.best_model_path if cfg.test_ckpt == "best" else ckpt_cb.last_model_path
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
-        test = split_metrics(results[0] if results else {}, "test/")
+        test = {}
+        if cfg.test:
+            if cfg.test_ckpt == "best":
+                test_ckpt = best_ckpt.best_model_path if best_ckpt else None
+            else:  # the final epoch: last.ckpt, or the weights in memory if the epoch never ended (max_epochs=0)
+                test_ckpt = str(last.path) if last.path.is_file() else None
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
+            test = split_metrics(results[0] if results else {}, "test/")
+    except SystemExit as exc:  # Lightning's answer to SIGTERM (status 0) and Ctrl-C (status 1)
+        if not trainer.interrupted:
+            raise
+        if trainer.is_global_zero:
+            print(_interrupted_message(cfg.app_name, last.path), file=sys.stderr, flush=True)
+        raise SystemExit(143 if isinstance(exc, SIGTERMException) else 130) from None
 
-    best = trainer.checkpoint_callback.best_model_score
+    best = best_ckpt.best_model_score if best_ckpt else None
     metrics = {
         "app": cfg.app_name,
         "dataset": getattr(datamodule, "dataset_name", None),
@@ -110,6 +141,17 @@ def train(cfg: DictConfig) -> dict:
         print(f"\nrun folder: {run_dir}")
         print(f"val:  {val}\ntest: {test}", flush=True)
     return metrics
+
+
+def _interrupted_message(app: str, last: Path) -> str:
+    if not last.is_file():
+        return f"\ninterrupted before the first checkpoint: nothing to resume; start again (make train app={app} ...)"
+    checkpoint = load_checkpoint(last)
+    return (
+        f"\ninterrupted: {last} was written at epoch {checkpoint['epoch']}, step {checkpoint['global_step']}; "
+        "resume with\n"
+        f'  make train app={app} ARGS="ckpt_path={last}"'
+    )
 
 
 def objective(cfg: DictConfig, metrics: dict) -> float | None:

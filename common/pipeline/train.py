@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError, check_choice
-from common.pipeline.build import build_datamodule, build_model, build_module
+from common.pipeline.build import build_datamodule, build_model, build_module, build_trainer
 from common.pipeline.callbacks import StoreRunConfig, TrainThroughput
 from common.pipeline.checkpoints import AtomicCheckpointIO
 from common.pipeline.files import point_link, write_json
@@ -66,9 +66,8 @@ def train(cfg: DictConfig) -> dict:
     throughput = TrainThroughput()
     callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved), throughput]
     loggers = _instantiate_group(cfg.logger, "logger")
-    trainer: L.Trainer = safe_instantiate(
+    trainer: L.Trainer = build_trainer(
         cfg.trainer,
-        section="trainer",
         callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],

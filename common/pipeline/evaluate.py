@@ -31,6 +31,7 @@ from common.pipeline.runs import (
     user_errors,
     versions,
 )
+from common.pipeline.safety import hydra_whitelist
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -62,4 +63,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_whitelist():
+        main()

@@ -35,7 +35,7 @@ from common.pipeline.checkpoint_config import load_run, model_state
 from common.pipeline.files import atomic_dir
 from common.pipeline.model_card import write_model_card
 from common.pipeline.runs import CONFIG_DIR, resolve_checkpoint, user_errors, versions
-from common.pipeline.safety import APP_TARGETS, check_stored, is_allowed, refuse_interpolations
+from common.pipeline.safety import APP_TARGETS, check_stored, hydra_whitelist, is_allowed, refuse_interpolations
 from common.pipeline.weights import load_weights
 
 ONNX_RTOL, ONNX_ATOL = 1e-4, 1e-5  # fp32 graph vs eager PyTorch
@@ -200,4 +200,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_whitelist():
+        main()

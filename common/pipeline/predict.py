@@ -26,7 +26,7 @@ from common.errors import InputError, ManyheadsError
 from common.pipeline.app_config import app_config
 from common.pipeline.export import load, read_info
 from common.pipeline.runs import CONFIG_DIR, user_errors
-from common.pipeline.safety import APP_TARGETS, safe_instantiate
+from common.pipeline.safety import APP_TARGETS, hydra_whitelist, safe_instantiate
 
 
 def app_predictor(app: str) -> Callable:
@@ -60,4 +60,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_whitelist():
+        main()

@@ -17,7 +17,7 @@ from types import ModuleType
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import execution_whitelist, get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.errors import ConfigError, ManyheadsError, UnsafeFileError
@@ -47,6 +47,8 @@ TRAIN_TARGETS = (
     "lightning.pytorch.loggers.*",
     "common.pipeline.callbacks.Plots",
 )
+# What Hydra instantiates itself (`hydra.callbacks`, which an override or a shared sweep file may set).
+HYDRA_TARGETS = ("common.pipeline.sweep.PrintBestTrial",)
 # Targets a stored config may choose for itself: a run picks its optimiser and scheduler (experiments do), which
 # only training calls; everything else comes from the repository.
 STORED_FREE_TARGETS = ("torch.optim.*",)
@@ -142,6 +144,11 @@ def check_stored(stored, trusted, source: str, section: str = "") -> None:
                 f"{source}: refused {_key(path, '_target_')}={target!r}: a stored config supplies values, not code; "
                 f"the repository's config for this app has {want!r} there"
             )
+
+
+def hydra_whitelist():
+    """The context an entry point's `main()` runs in, so that Hydra's own instantiation is allow-listed too."""
+    return execution_whitelist(list(HYDRA_TARGETS))
 
 
 def safe_instantiate(cfg, *, section: str, allowed: tuple[str, ...] = TRAIN_TARGETS, source: str = "config", **kwargs):

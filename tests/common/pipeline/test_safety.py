@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -32,6 +33,7 @@ from common.pipeline.safety import (
     load_checkpoint,
     safe_instantiate,
 )
+from tests.conftest import side_by_side
 
 # A file writer of the project's own (the other helpers' move puts it under common.utils).
 WRITE_TEXT = (
@@ -263,3 +265,20 @@ def test_a_command_line_callback_that_runs_a_command_is_refused(tmp_path):
 def test_a_model_class_of_the_apps_still_builds():
     model = build_model(OmegaConf.create(_scgc_model()))
     assert type(model).__name__ == "SCGC"
+
+
+def test_the_commands_refuse_files_and_overrides_that_run_code(cli, tmp_path):
+    """`make eval` on a crafted checkpoint: one clean error; a Hydra callback set by an override (or a shared sweep
+    file) is refused by Hydra's own allow-list around each entry point."""
+    marker, hydra_marker = tmp_path / "pwned", tmp_path / "pwned_by_hydra"
+    data = {"_target_": "torch.utils.collect_env.run", "command": f"touch {marker}"}
+    ckpt = _checkpoint(tmp_path, {"app_name": "scgc", "data": data, "model": _scgc_model(), "module": {}})
+    callback = f"+hydra.callbacks.x={{_target_:torch.utils.collect_env.run,command:'touch {hydra_marker}'}}"
+    evaluate, predict_ = side_by_side(
+        functools.partial(cli, "evaluate", "app=scgc", f"ckpt={ckpt}", root=tmp_path, check=False),
+        functools.partial(cli, "predict", "app=scgc", f"input={ckpt}", callback, root=tmp_path, check=False),
+    )
+    assert evaluate.returncode == 2 and "Traceback" not in evaluate.stderr
+    assert f"{ckpt}: refused data._target_='torch.utils.collect_env.run'" in evaluate.stderr
+    assert predict_.returncode != 0 and "not in the Hydra execution whitelist" in predict_.stderr
+    assert not marker.exists() and not hydra_marker.exists()

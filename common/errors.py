@@ -48,6 +48,15 @@ class UnsafeFileError(ManyheadsError):
     """A checkpoint or export that would execute code on load (pickled objects, foreign `_target_`s)."""
 
 
+class WeightsError(ManyheadsError):
+    """A weights file (an export's `model.safetensors`) that cannot be loaded into its model. Names the tensor."""
+
+    def __init__(self, path: str | Path, problem: str, tensor: str | None = None, expected: str | None = None):
+        self.path, self.problem, self.tensor, self.expected = Path(path), problem, tensor, expected
+        where = f" in tensor {tensor!r}" if tensor else ""
+        super().__init__(f"{problem}{where}: {path}" + (f"\n  expected: {expected}" if expected else ""))
+
+
 def check_choice(key: str, value, allowed) -> None:
     """Raise ConfigError unless `value` is one of `allowed`."""
     if value not in allowed:

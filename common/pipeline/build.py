@@ -1,10 +1,12 @@
-"""Build an app's data module, model and Lightning module from a config (train, eval and export share this)."""
+"""Build an app's data module, model, Lightning module and trainer from a config (train, eval, export share this)."""
 
 from __future__ import annotations
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from common.pipeline.safety import EXPORT_TARGETS, safe_instantiate
+from common.pipeline.arguments import check_arguments
+from common.pipeline.safety import APP_TARGETS, safe_instantiate
 
 
 def build_datamodule(cfg: DictConfig, stage: str = "fit"):
@@ -19,9 +21,15 @@ def build_datamodule(cfg: DictConfig, stage: str = "fit"):
 
 
 def build_model(model_cfg, source: str = "config"):
-    """The app's nn.Module from its model config (only `apps.` and `common.` targets)."""
-    return safe_instantiate(model_cfg, section="model", allowed=EXPORT_TARGETS, source=source)
+    """The app's nn.Module from its model config (only the apps' model classes and factories)."""
+    return safe_instantiate(model_cfg, section="model", allowed=APP_TARGETS, source=source)
 
 
 def build_module(cfg: DictConfig, model):
     return safe_instantiate(cfg.module, section="module", model=model)
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs) -> L.Trainer:
+    """The Lightning trainer, its config's values checked against `Trainer`'s argument types first."""
+    check_arguments(trainer_cfg, L.Trainer.__init__, "trainer", given=kwargs)
+    return safe_instantiate(trainer_cfg, section="trainer", **kwargs)

@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from common.pipeline.build import build_datamodule, build_model, build_module
+from common.pipeline.build import build_datamodule, build_model, build_module, build_trainer
 from common.pipeline.checkpoint_config import load_run
 from common.pipeline.checkpoints import AtomicCheckpointIO
 from common.pipeline.runs import (
@@ -30,7 +30,7 @@ from common.pipeline.runs import (
     user_errors,
     versions,
 )
-from common.pipeline.safety import safe_instantiate
+from common.pipeline.safety import hydra_whitelist
 from common.utils.files import write_json
 
 
@@ -39,9 +39,7 @@ def evaluate(cfg: DictConfig) -> dict:
     _, run_cfg = load_run(ckpt, cfg)
     datamodule = build_datamodule(run_cfg, stage="test")
     module = build_module(run_cfg, build_model(run_cfg.model))
-    trainer = safe_instantiate(
-        cfg.trainer, section="trainer", logger=False, plugins=[AtomicCheckpointIO()], max_epochs=1
-    )
+    trainer = build_trainer(cfg.trainer, logger=False, plugins=[AtomicCheckpointIO()], max_epochs=1)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
     test = split_metrics(results[0], "test/")
     metrics = {
@@ -65,4 +63,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_whitelist():
+        main()

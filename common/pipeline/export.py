@@ -4,7 +4,8 @@ An export folder holds `model.safetensors` (weights), `model.yaml` (the model co
 module), `export.json` (app, metrics, dataset, input/output spec, versions, commit, graph format),
 `README.md` (a model card) and a portable graph: `model.onnx` checked against PyTorch with
 onnxruntime, or `model.pt2` from torch.export when ONNX export fails (export.json says why).
-Loading never unpickles.
+Loading never unpickles and runs only the code of the app that `export.json` names: `model.yaml`
+supplies values, its `_target_`s must be the repository's for that app.
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ import numpy as np
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from common.errors import ManyheadsError, UnsafeFileError
+from common.pipeline.app_config import app_config
 from common.pipeline.build import build_model
 from common.pipeline.checkpoint_config import load_run, model_state
 from common.pipeline.model_card import write_model_card
 from common.pipeline.runs import CONFIG_DIR, resolve_checkpoint, user_errors, versions
-from common.pipeline.safety import EXPORT_TARGETS, check_targets
+from common.pipeline.safety import APP_TARGETS, check_stored, hydra_whitelist, is_allowed, refuse_interpolations
+from common.pipeline.weights import load_weights
 from common.utils.files import atomic_dir
 
 ONNX_RTOL, ONNX_ATOL = 1e-4, 1e-5  # fp32 graph vs eager PyTorch
@@ -144,22 +147,45 @@ def export(ckpt: Path, out: Path) -> Path:
 def _datamodule_class(run_cfg: DictConfig):
     from hydra.utils import get_class
 
-    return get_class(run_cfg.data._target_) if str(run_cfg.data._target_).startswith(EXPORT_TARGETS) else None
+    return get_class(run_cfg.data._target_) if is_allowed(run_cfg.data._target_, APP_TARGETS) else None
+
+
+def _export_file(export_dir: Path, name: str) -> Path:
+    path = export_dir / name
+    if not path.is_file():
+        raise ManyheadsError(f"not an export folder: {path} is missing (make one with `make export`)")
+    return path
+
+
+def read_info(export_dir: str | Path) -> dict:
+    """`export.json` of an export folder; it must name one of the apps (whose code alone will run on it)."""
+    info_file = _export_file(Path(export_dir), "export.json")
+    try:
+        info = json.loads(info_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManyheadsError(f"{info_file}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise ManyheadsError(f"{info_file}: expected a JSON object with the app's name under 'app'")
+    app_config(info.get("app"), str(info_file))  # refuses an unknown app
+    return info
 
 
 def load(export_dir: str | Path) -> torch.nn.Module:
-    """Rebuild the model of an export folder from `model.yaml` and `model.safetensors`; never unpickles."""
+    """Rebuild the model of an export folder through the model class of the app its `export.json` names, with
+    the values of `model.yaml` and the weights of `model.safetensors`; never unpickles."""
     export_dir = Path(export_dir)
-    yaml_file, weights = export_dir / "model.yaml", export_dir / "model.safetensors"
-    for f in (yaml_file, weights):
-        if not f.is_file():
-            raise ManyheadsError(f"not an export folder: {f} is missing (make one with `make export`)")
-    model_cfg = yaml.safe_load(yaml_file.read_text())
+    app = read_info(export_dir)["app"]
+    yaml_file, weights = _export_file(export_dir, "model.yaml"), _export_file(export_dir, "model.safetensors")
+    try:
+        model_cfg = yaml.safe_load(yaml_file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ManyheadsError(f"{yaml_file}: not valid YAML ({exc})") from None
     if not isinstance(model_cfg, dict) or "_target_" not in model_cfg:
         raise UnsafeFileError(f"{yaml_file}: expected a mapping with a _target_ naming the model class")
-    check_targets(model_cfg, EXPORT_TARGETS, str(yaml_file))
+    refuse_interpolations(model_cfg, str(yaml_file))
+    check_stored(model_cfg, app_config(app, str(export_dir / "export.json")).model, str(yaml_file))
     model = build_model(OmegaConf.create(model_cfg), source=str(yaml_file))
-    model.load_state_dict(load_file(str(weights)))
+    load_weights(model, weights)
     return model.eval()
 
 
@@ -174,4 +200,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_whitelist():
+        main()

@@ -15,50 +15,37 @@ from common.pipeline.runs import refuse_unknown_app
 if __name__ == "__main__":  # before torch and Lightning load: a mistyped app= is answered at once
     refuse_unknown_app(sys.argv[1:])
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from common.errors import InputError, ManyheadsError
-from common.pipeline.export import load
-from common.pipeline.runs import CONFIG_DIR, known_apps, user_errors
-from common.pipeline.safety import EXPORT_TARGETS, safe_instantiate
+from common.pipeline.app_config import app_config
+from common.pipeline.export import load, read_info
+from common.pipeline.runs import CONFIG_DIR, user_errors
+from common.pipeline.safety import APP_TARGETS, hydra_whitelist, safe_instantiate
 
 
 def app_predictor(app: str) -> Callable:
-    """`predictor` (a `_partial_` target under apps./common.) of the repository's config for `app`."""
-    overrides = [f"app={app}"]
-    if GlobalHydra.instance().is_initialized():  # under @hydra.main, whose config dir is CONFIG_DIR
-        cfg = compose(config_name="predict", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=CONFIG_DIR):
-            cfg = compose(config_name="predict", overrides=overrides)
+    """`predictor` (a `_partial_` predictor function of the apps) of the repository's config for `app`."""
     source = f"configs/app/{app}.yaml"
+    cfg = app_config(app, source)
     if cfg.get("predictor") is None:
         raise ManyheadsError(f"{source} names no predictor (predictor: {{_target_: ..., _partial_: true}})")
-    return safe_instantiate(cfg.predictor, section="predictor", allowed=EXPORT_TARGETS, source=source)
+    return safe_instantiate(cfg.predictor, section="predictor", allowed=APP_TARGETS, source=source)
 
 
 def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path) -> dict:
     export_dir, input_path, out_dir = Path(export_dir), Path(input_path), Path(out_dir)
-    info_file = export_dir / "export.json"
-    if not info_file.is_file():
-        raise ManyheadsError(f"not an export folder: {info_file} is missing (make one with `make export`)")
-    info = json.loads(info_file.read_text())
-    app = info.get("app")
-    if app not in known_apps():
-        raise ManyheadsError(f"{info_file}: app={app!r} is not one of {known_apps()}")
+    info = read_info(export_dir)
     if not input_path.exists():
         raise InputError(input_path, "an existing file", problem="input not found")
     model = load(export_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return app_predictor(app)(model, input_path, out_dir, info)
+    return app_predictor(info["app"])(model, input_path, out_dir, info)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="predict")
@@ -73,4 +60,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_whitelist():
+        main()

@@ -1,46 +1,161 @@
-"""Nothing unpickles: checkpoints load with `weights_only=True`, configs instantiate whitelisted targets only."""
+"""Nothing unpickles and no file names the code that runs.
+
+Checkpoints load with `weights_only=True`. A config may only instantiate targets on an allow-list (the
+patterns below, with Hydra's execution-whitelist meaning: `a.b.*` admits names under `a.b`, anything else
+one exact name). A name under a wildcard must also *be* what it says: it resolves to a class defined under
+an allowed pattern (so `apps.scgc.model.torch.save`, an import seen through a module, is refused), never to a
+function, method or module; functions are admitted by exact name only (model factories, predictors).
+Stored configs (a checkpoint's run config, an export's `model.yaml`) may not choose targets at all: each
+`_target_` in them must equal the repository's config for the app at that key path (`check_stored`).
+"""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import execution_whitelist, get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.errors import ConfigError, ManyheadsError, UnsafeFileError
+from common.pipeline.runs import known_apps
 
-# Targets a training config may name (the user's own config tree).
-TRAIN_TARGETS = ("apps.", "common.", "torch.", "lightning.", "torchmetrics.", "timm.", "torch_geometric.", "monai.")
-# Targets a model.yaml inside an export may name: it travels between machines, so only our own code.
-EXPORT_TARGETS = ("apps.", "common.")
+# The apps' own model, data, module and criterion classes, and each app's factory and predictor functions.
+APP_TARGETS = (
+    *(f"apps.{app}.{role}.*" for app in known_apps() for role in ("model", "module", "data", "criterion")),
+    *(f"apps.{app}.model.create" for app in known_apps()),
+    *(f"apps.{app}.predict.predict" for app in known_apps()),
+    "common.vision.models.*",
+    "common.vision.module.*",
+    "common.vision.data.*",
+    "common.vision.predict.predict",
+    "common.detection.coco.*",
+    "common.detection.matcher.*",
+    "common.detection.module.*",
+    "common.detection.predict.predict",
+)
+# A training config adds optimisers, schedulers and Lightning's trainer, callbacks and loggers.
+TRAIN_TARGETS = (
+    *APP_TARGETS,
+    "torch.optim.*",
+    "common.vision.schedule.warmup_cosine",
+    "lightning.Trainer",
+    "lightning.pytorch.callbacks.*",
+    "lightning.pytorch.loggers.*",
+    "common.pipeline.callbacks.Plots",
+)
+# What Hydra instantiates itself (`hydra.callbacks`, which an override or a shared sweep file may set).
+HYDRA_TARGETS = ("common.pipeline.sweep.PrintBestTrial", "optuna.samplers.*")
+# Targets a stored config may choose for itself: a run picks its optimiser and scheduler (experiments do), which
+# only training calls; everything else comes from the repository.
+STORED_FREE_TARGETS = ("torch.optim.*",)
 
 
-def check_targets(cfg, allowed: tuple[str, ...], source: str) -> None:
-    """Raise UnsafeFileError if any `_target_` in `cfg` lies outside the `allowed` module prefixes."""
-    container = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
-    stack = [container]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            target = node.get("_target_")
-            if target is not None and not (isinstance(target, str) and target.startswith(allowed)):
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(name.startswith(p[:-1]) if p.endswith(".*") else name == p for p in patterns)
+
+
+def is_allowed(target: str, patterns: tuple[str, ...]) -> bool:
+    """Whether `target` names an exact entry of `patterns`, or a class defined under one of its wildcards."""
+    if not isinstance(target, str) or not _matches(target, patterns):
+        return False
+    if target in patterns:
+        return True
+    try:
+        obj = get_object(target)
+    except Exception:  # not importable: refused like any unknown name
+        return False
+    if isinstance(obj, ModuleType) or not isinstance(obj, type):
+        return False
+    qualname, module = getattr(obj, "__qualname__", ""), getattr(obj, "__module__", None)
+    return "." not in qualname and isinstance(module, str) and _matches(f"{module}.{qualname}", patterns)
+
+
+def _nodes(cfg, path: str = ""):
+    """(key path, mapping) for every mapping in a plain config tree."""
+    if isinstance(cfg, dict):
+        yield path, cfg
+        for key, value in cfg.items():
+            yield from _nodes(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(cfg, list):
+        for i, value in enumerate(cfg):
+            yield from _nodes(value, f"{path}[{i}]")
+
+
+def _plain(cfg):
+    return OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
+
+
+def check_targets(cfg, allowed: tuple[str, ...], source: str, section: str = "") -> None:
+    """Raise UnsafeFileError naming the key if any `_target_` in `cfg` is not allowed by `allowed`."""
+    for path, node in _nodes(_plain(cfg), section):
+        target = node.get("_target_")
+        if target is not None and not is_allowed(target, allowed):
+            raise UnsafeFileError(
+                f"{source}: refused to instantiate {_key(path, '_target_')}={target!r}: "
+                "not a model, data or module class, factory or predictor of the apps, nor an optimiser, "
+                "scheduler or Lightning trainer, callback or logger (common/pipeline/safety.py)"
+            )
+
+
+def _at(tree, path: str):
+    """The node of `tree` at a key path written by `_nodes` (None where there is none)."""
+    node = tree
+    for part in path.replace("[", ".[").split("."):
+        if not part:
+            continue
+        if part.startswith("["):
+            index = int(part[1:-1])
+            node = node[index] if isinstance(node, list) and index < len(node) else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _key(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def refuse_interpolations(cfg, source: str) -> None:
+    """Stored configs are written resolved: an `${...}` in one was put there by hand and could call resolvers."""
+    for path, node in _nodes(_plain(cfg)):
+        for key, value in node.items():
+            if isinstance(value, str) and "${" in value:
                 raise UnsafeFileError(
-                    f"{source}: refused to instantiate _target_={target!r}: only targets under "
-                    f"{', '.join(allowed)} are allowed"
+                    f"{source}: refused {_key(path, key)}={value!r}: stored configs hold no interpolations"
                 )
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+
+
+def check_stored(stored, trusted, source: str, section: str = "") -> None:
+    """A stored config supplies values, never code: every `_target_` in `stored` (the config at `section`) must be
+    the one `trusted` (the repository's config for the app, at the same place) has at that key path."""
+    trusted = _plain(trusted)
+    for path, node in _nodes(_plain(stored), section):
+        target = node.get("_target_")
+        if target is None or is_allowed(target, STORED_FREE_TARGETS):
+            continue
+        expected = _at(trusted, path.removeprefix(section))
+        want = expected.get("_target_") if isinstance(expected, dict) else None
+        if want != target:
+            raise UnsafeFileError(
+                f"{source}: refused {_key(path, '_target_')}={target!r}: a stored config supplies values, not code; "
+                f"the repository's config for this app has {want!r} there"
+            )
+
+
+def hydra_whitelist():
+    """The context an entry point's `main()` runs in, so that Hydra's own instantiation is allow-listed too."""
+    return execution_whitelist(list(HYDRA_TARGETS))
 
 
 def safe_instantiate(cfg, *, section: str, allowed: tuple[str, ...] = TRAIN_TARGETS, source: str = "config", **kwargs):
     """Instantiate `cfg` after checking its targets; a ConfigError inside gets the key prefixed by `section`."""
-    check_targets(cfg, allowed, source)
+    check_targets(cfg, allowed, source, section)
     try:
-        return instantiate(cfg, _execution_whitelist_=[f"{p}*" for p in allowed], **kwargs)
+        return instantiate(cfg, _execution_whitelist_=list(allowed), **kwargs)
     except ConfigError as exc:
         raise exc.within(section) from None
     except InstantiationException as exc:  # Hydra may wrap the target's own exception

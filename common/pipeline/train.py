@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError, check_choice
-from common.pipeline.build import build_datamodule, build_model, build_module
+from common.pipeline.build import build_datamodule, build_model, build_module, build_trainer
 from common.pipeline.callbacks import RandomState, StoreRunConfig, TrainThroughput
 from common.pipeline.checkpoint_config import run_config
 from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
@@ -42,7 +42,7 @@ from common.pipeline.runs import (
     user_errors,
     versions,
 )
-from common.pipeline.safety import load_checkpoint, safe_instantiate
+from common.pipeline.safety import hydra_whitelist, load_checkpoint, safe_instantiate
 from common.utils.files import point_link, write_json
 
 register_resolvers()
@@ -87,9 +87,8 @@ def train(cfg: DictConfig) -> dict:
     last = LastCheckpoint(run_dir / "checkpoints", cfg.last_ckpt_every_n_steps, latest=latest)
     callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved), RandomState(), throughput]
     loggers = _instantiate_group(cfg.logger, "logger")
-    trainer: L.Trainer = safe_instantiate(
+    trainer: L.Trainer = build_trainer(
         cfg.trainer,
-        section="trainer",
         callbacks=[*callbacks, last],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
@@ -172,4 +171,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_whitelist():
+        main()

@@ -20,8 +20,9 @@ from torch import nn
 
 from apps.bivit.binary import BinaryLinear
 from common.errors import ConfigError
+from common.pipeline.app_config import app_config
 from common.pipeline.checkpoint_config import model_state
-from common.pipeline.safety import load_checkpoint
+from common.pipeline.safety import check_stored, load_checkpoint, refuse_interpolations
 
 KEY = "model.init_from"
 TEACHER_KEY = "bivit_teacher"  # extra entry of a BiViT checkpoint: {"config": model config, "state_dict": ...}
@@ -103,8 +104,13 @@ def teacher_source(checkpoint: dict, path: str | Path) -> tuple[dict, dict[str, 
     """
     if TEACHER_KEY in checkpoint:
         teacher = checkpoint[TEACHER_KEY]
-        return dict(teacher["config"]), dict(teacher["state_dict"])
-    config = checkpoint.get("manyheads", {}).get("config", {}).get("model")
-    if not isinstance(config, dict):
-        raise ConfigError(KEY, str(path), "a checkpoint written by `make train` (its run config names the teacher)")
-    return dict(config), model_state(checkpoint)
+        config, state = dict(teacher["config"]), dict(teacher["state_dict"])
+    else:
+        config, state = checkpoint.get("manyheads", {}).get("config", {}).get("model"), None
+        if not isinstance(config, dict):
+            raise ConfigError(KEY, str(path), "a checkpoint written by `make train` (its run config names the teacher)")
+        config, state = dict(config), model_state(checkpoint)
+    # a received file: its teacher config supplies values, the model class is the repository's
+    refuse_interpolations(config, str(path))
+    check_stored(config, app_config("bivit", str(path)).model, str(path), "teacher")
+    return config, state

@@ -98,3 +98,17 @@ def test_teacher_source_passes_on_the_full_precision_teacher(fp_checkpoint, tmp_
     config1, state1 = teacher_source(torch.load(path1, weights_only=True), path1)
     assert config1["attention"] == "softmax"
     torch.testing.assert_close(state1["net.head.weight"], teacher.net.head.weight)
+
+
+@pytest.mark.parametrize("carried", [False, True], ids=["run-config", "carried-teacher"])
+def test_teacher_config_names_no_code_of_its_own(fp_checkpoint, tmp_path, carried):
+    """The teacher is rebuilt from a received checkpoint: a target other than the app's model class is refused."""
+    teacher, _ = fp_checkpoint
+    bad = {**MODEL_CFG, "norm": {"_target_": "common.utils.files.write_text", "path": str(tmp_path / "x")}}
+    if carried:
+        path = save_run_checkpoint(teacher, tmp_path / "c.ckpt", **{TEACHER_KEY: {"config": bad, "state_dict": {}}})
+    else:
+        path = save_run_checkpoint(teacher, tmp_path / "c.ckpt", bad)
+    with pytest.raises(UnsafeFileError, match="common.utils.files.write_text"):
+        teacher_source(torch.load(path, weights_only=True), path)
+    assert not (tmp_path / "x").exists()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from apps.relation_detr.criterion import HybridSetCriterion
-from apps.relation_detr.model import MemoryFusionEncoder, RelationDETR
+from apps.relation_detr.model import BiasedQuerySelfAttention, MemoryFusionEncoder, RelationDETR
+from common.detection.decoder import QuerySelfAttention, attention_bias
 from common.detection.matcher import HungarianMatcher
 
 SMALL = dict(
@@ -76,6 +77,21 @@ def test_relation_bias_changes_the_decoder_and_can_be_switched_off(model, monkey
     assert not torch.allclose(with_bias, without, atol=1e-4)
     plain = RelationDETR(num_classes=3, use_relation=False, **SMALL)
     assert plain.relation is None and plain.decoder_bias_fn() is None
+
+
+def test_decoder_self_attention_is_the_export_friendly_one_with_the_same_math(model):
+    """Every decoder layer runs `BiasedQuerySelfAttention`; with the same weights it gives SDPA's output for a
+    relation-like bias plus a denoising-like -inf mask (float32; 1e-5 covers the different summation order)."""
+    assert all(type(layer.self_attn) is BiasedQuerySelfAttention for layer in model.decoder.layers)
+    torch.manual_seed(0)
+    sdpa = QuerySelfAttention(32, 4)
+    explicit = BiasedQuerySelfAttention(32, 4)
+    explicit.load_state_dict(sdpa.state_dict())
+    x, pos = torch.randn(2, 7, 32), torch.randn(2, 7, 32)
+    mask = torch.zeros(7, 7, dtype=torch.bool)
+    mask[:3, 3:] = True  # the first three queries (a denoising group) cannot see the rest
+    bias = attention_bias(mask, torch.rand(2, 4, 7, 7) * 3)
+    torch.testing.assert_close(explicit(x, pos, bias), sdpa(x, pos, bias), rtol=1e-5, atol=1e-5)
 
 
 def test_memory_fusion_encoder_is_used(model):

@@ -115,15 +115,26 @@ def test_hybrid_criterion_trains_every_part(model):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_hybrid_loss_matches_each_target_several_times():
+@pytest.mark.parametrize("class_loss", ["focal", "varifocal"])
+def test_hybrid_loss_is_the_main_loss_on_a_set_tiled_hybrid_assign_times(class_loss):
+    """One-to-many matching and its normalisation, term by term. Tile the main predictions 3 times as the hybrid
+    set and let each target take 3 queries: the best one-to-many assignment costs exactly 3x the one-to-one
+    optimum and, with continuous random inputs (a unique optimum), gives each target the 3 copies of its
+    one-to-one match. Every term then sums 3x the main term (the class term over 3x the queries too) and is
+    divided by 3x the boxes, so each `_hybrid` loss equals its main loss (float32 sums in another order: 1e-5)."""
     torch.manual_seed(0)
-    targets = _targets()
-    criterion = HybridSetCriterion(3, HungarianMatcher(), hybrid_assign=3, class_loss="focal")
-    hybrid = {"pred_logits": torch.randn(2, 10, 3), "pred_boxes": torch.rand(2, 10, 4) * 0.5 + 0.2}
-    indices = criterion.matcher(hybrid, targets, num_repeats=3)
-    assert [len(src) for src, _ in indices] == [6, 3]
+    targets, repeats = _targets(), 3
     main = {"pred_logits": torch.randn(2, 10, 3), "pred_boxes": torch.rand(2, 10, 4) * 0.5 + 0.2}
+    hybrid = {k: torch.cat([v] * repeats, 1) for k, v in main.items()}
+    criterion = HybridSetCriterion(3, HungarianMatcher(), hybrid_assign=repeats, class_loss=class_loss)
+    one_to_one = criterion.matcher(main, targets)
+    one_to_many = criterion.matcher(hybrid, targets, num_repeats=repeats)
+    for (src, tgt), (src_h, tgt_h) in zip(one_to_one, one_to_many):
+        expected = sorted((int(s) % 10, int(t)) for s, t in zip(src, tgt) for _ in range(repeats))
+        assert sorted((int(s) % 10, int(t)) for s, t in zip(src_h, tgt_h)) == expected
     losses = criterion({**main, "hybrid_outputs": hybrid}, targets)
-    # normalised by 3x the boxes: a hybrid set that repeats the main set's per-target error gives about
-    # the main loss (not exactly: different queries are matched)
-    assert "loss_bbox_hybrid" in losses and losses["loss_bbox_hybrid"] > 0
+    for term in ("loss_class", "loss_bbox", "loss_giou"):
+        torch.testing.assert_close(losses[f"{term}_hybrid"], losses[term], rtol=1e-5, atol=0)
+    halved = HybridSetCriterion(3, HungarianMatcher(), hybrid_assign=repeats, class_loss=class_loss, weight_hybrid=0.5)
+    torch.testing.assert_close(halved({**main, "hybrid_outputs": hybrid}, targets)["loss_bbox_hybrid"],
+                               0.5 * losses["loss_bbox"], rtol=1e-5, atol=0)  # fmt: skip

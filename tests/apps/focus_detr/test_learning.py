@@ -31,7 +31,7 @@ def test_one_epoch_of_the_default_keeps_most_of_the_measured_map_50(tmp_path):
     assert metrics["val"]["map_50"] > 0.6 * README_VAL_MAP_50_EPOCH_1, metrics["val"]
 
 
-def _rectangles(seed: int, n: int, size: int = 96) -> tuple[torch.Tensor, list[dict]]:
+def _rectangles(seed: int, n: int, size: int = 64) -> tuple[torch.Tensor, list[dict]]:
     """n noise images, each with two solid rectangles (20-50% of the side) raised in the channel of their class."""
     g = torch.Generator().manual_seed(seed)
     images, targets = torch.randn(n, 3, size, size, generator=g) * 0.3, []
@@ -61,14 +61,15 @@ def _foreground_auc(model: FocusDETR, images: torch.Tensor, targets: list[dict])
 
 
 def test_foreground_scores_learn_to_find_objects_in_unseen_images():
-    """The fast check: 15 AdamW steps of the full Focus-DETR loss on two images make the foreground scorer rank
-    the foreground tokens of four *other* images above their background. AUC 0.5 is chance (the untrained
-    scorer, measured here); the bar of 0.8 (four pairs in five ranked right) and +0.25 over the untrained scorer
-    is what a scorer that found the objects, rather than memorised two images, must reach."""
+    """The fast check: 15 AdamW steps of the full Focus-DETR loss on four 64-px images make the foreground scorer
+    rank the foreground tokens of four *other* images above their background. AUC is the chance that a foreground
+    token outscores a background one: 0.5 is chance, the untrained scorer is measured here (0.34 at this seed).
+    The bar, 0.8 and +0.25 over the untrained scorer, asks for a scorer that finds objects it never saw; measured:
+    0.90 after 15 steps, on a plateau (0.88-0.90 from step 10 to 25), so numerics cannot carry it across the bar."""
     torch.manual_seed(0)
     model = FocusDETR(3, **SMALL)
     criterion = FocusCriterion(3, HungarianMatcher(), size_ranges=RANGES)
-    images, targets = _rectangles(seed=0, n=2)
+    images, targets = _rectangles(seed=0, n=4)
     unseen = _rectangles(seed=1, n=4)
     before = _foreground_auc(model, *unseen)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -15,6 +15,8 @@ The decoder, two-stage selection and denoising are the shared DINO ones (`common
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -240,20 +242,12 @@ class FocusDETR(DINODetector):
         dense_encoder: bool = False,
         **kwargs,
     ):
-        # build_encoder runs inside the base __init__, so the options are stashed first (a plain dict)
-        self._focus_options = dict(
+        encoder = partial(
+            FocusEncoder,
             keep_ratio=keep_ratio,
             cascade=None if cascade is None else list(cascade),
             num_attn_tokens=num_attn_tokens,
             fg_hidden=fg_hidden,
             dense=dense_encoder,
         )
-        super().__init__(*args, **kwargs)
-
-    def build_encoder(self, **kw) -> nn.Module:
-        return FocusEncoder(**kw, **self._focus_options)
-
-
-def create(**kwargs) -> FocusDETR:
-    """Config entry point (`model._target_`)."""
-    return FocusDETR(**kwargs)
+        super().__init__(*args, encoder=encoder, **kwargs)

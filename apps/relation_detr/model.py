@@ -14,12 +14,14 @@ What it adds to `common.detection.detector.DINODetector`:
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
 from apps.relation_detr.relation import PositionRelationEncoder
 from common.attention.softmax import softmax_attention
-from common.detection.decoder import BiasFn, QuerySelfAttention
+from common.detection.decoder import BiasFn, DeformableDecoder, QuerySelfAttention
 from common.detection.detector import DINODetector
 from common.detection.encoder import DeformableEncoder, MultiScaleTokens
 from common.detection.query_selection import TwoStageQuerySelection
@@ -86,26 +88,22 @@ class RelationDETR(DINODetector):
         **kwargs,
     ):
         check_range("num_hybrid_queries", num_hybrid_queries, 0)
-        self.memory_fusion = memory_fusion  # read by build_encoder during the base __init__
-        super().__init__(num_classes, class_names, **kwargs)
+        super().__init__(
+            num_classes,
+            class_names,
+            encoder=MemoryFusionEncoder if memory_fusion else DeformableEncoder,
+            decoder=partial(DeformableDecoder, attn_layer=BiasedQuerySelfAttention),  # export-friendly, same math
+            **kwargs,
+        )
         self.use_relation = use_relation
-        for layer in self.decoder.layers:  # same parameters, export-friendly attention (see the class)
-            with torch.random.fork_rng():  # its throwaway init must not shift the seeded initialisation
-                attn = BiasedQuerySelfAttention(self.hidden_dim, layer.self_attn.num_heads)
-            attn.load_state_dict(layer.self_attn.state_dict())
-            layer.self_attn = attn
-        num_heads = kwargs.get("num_heads", 8)
         self.relation = (
-            PositionRelationEncoder(num_heads, relation_feats, relation_temperature, relation_scale)
+            PositionRelationEncoder(self.num_heads, relation_feats, relation_temperature, relation_scale)
             if use_relation
             else None
         )
         self.hybrid_selection = (
             TwoStageQuerySelection(self.hidden_dim, num_classes, num_hybrid_queries) if num_hybrid_queries else None
         )
-
-    def build_encoder(self, **kw) -> nn.Module:
-        return MemoryFusionEncoder(**kw) if self.memory_fusion else DeformableEncoder(**kw)
 
     def decoder_bias_fn(self) -> BiasFn | None:
         """Layer 0 has no earlier boxes: no bias. Layer i > 0: relation(boxes into layer i-1, boxes out of it)."""
@@ -129,8 +127,3 @@ class RelationDETR(DINODetector):
             hybrid["enc_outputs"] = selected["enc_outputs"]
             out["hybrid_outputs"] = hybrid
         return out
-
-
-def create(**kwargs) -> RelationDETR:
-    """Hydra entry point (`model._target_`)."""
-    return RelationDETR(**kwargs)

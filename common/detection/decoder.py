@@ -67,13 +67,26 @@ def attention_bias(mask: torch.Tensor | None, bias: torch.Tensor | None) -> torc
 class DeformableDecoderLayer(nn.Module):
     """Self-attention among queries -> deformable cross-attention into the memory -> FFN (post-norm).
 
+    `attn_layer` is the self-attention class, built as attn_layer(dim, num_heads) with QuerySelfAttention's
+    forward (a variant may swap in another implementation of the same math).
+
     Shapes: query, query_pos [B, Q, D]; reference_boxes [B, Q, L, 4] (cx, cy, w, h on each level's padded
     map); self_attn_mask bool [Q, Q] (True = blocked); self_attn_bias broadcastable to [B, heads, Q, Q].
     """
 
-    def __init__(self, dim=256, num_heads=8, num_levels=4, num_points=4, ffn_dim=1024, dropout=0.0, impl="auto"):
+    def __init__(
+        self,
+        dim=256,
+        num_heads=8,
+        num_levels=4,
+        num_points=4,
+        ffn_dim=1024,
+        dropout=0.0,
+        impl="auto",
+        attn_layer: type[nn.Module] = QuerySelfAttention,
+    ):
         super().__init__()
-        self.self_attn = QuerySelfAttention(dim, num_heads)
+        self.self_attn = attn_layer(dim, num_heads)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn = LevelDeformableAttention(dim, num_heads, num_levels, num_points, impl=impl)
         self.norm2 = nn.LayerNorm(dim)
@@ -109,7 +122,7 @@ class DeformableDecoder(nn.Module):
         (logits: list of [B, Q, C] per layer, boxes: list of [B, Q, 4] per layer).
     `bias_fn(i, previous_boxes, current_boxes)` gives layer i's additive self-attention bias from the boxes
     before and after the previous layer (previous is None for layer 0); Relation-DETR's position relation
-    plugs in here.
+    plugs in here. `attn_layer`: the layers' self-attention class (see DeformableDecoderLayer).
     """
 
     def __init__(
@@ -122,10 +135,12 @@ class DeformableDecoder(nn.Module):
         num_points=4,
         ffn_dim=1024,
         dropout=0.0,
+        attn_layer: type[nn.Module] = QuerySelfAttention,
     ):
         super().__init__()
         self.layers = nn.ModuleList(
-            DeformableDecoderLayer(dim, num_heads, num_levels, num_points, ffn_dim, dropout) for _ in range(num_layers)
+            DeformableDecoderLayer(dim, num_heads, num_levels, num_points, ffn_dim, dropout, attn_layer=attn_layer)
+            for _ in range(num_layers)
         )
         self.query_pos_head = MLP(2 * dim, dim, dim, 2)
         self.norm = nn.LayerNorm(dim)

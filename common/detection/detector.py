@@ -2,14 +2,18 @@
 the DETR variants subclass: backbone -> channel mapper -> sine positions -> encoder -> two-stage query
 selection -> (contrastive denoising) -> deformable decoder with per-layer heads.
 
-Variants override small hooks instead of copying the class:
-    `build_encoder(**kw)`  the encoder module (Focus-DETR: the foreground-selecting sparse encoder);
-    `encode(tokens)`       memory + extra outputs (Focus-DETR: foreground scores for its select loss);
-    `decoder_bias_fn()`    per-layer self-attention bias from the boxes (Relation-DETR's position relation);
-    `decode(...)`          one query set through the decoder (Relation-DETR runs its hybrid set through it).
+A variant says what it builds through two constructor arguments, and overrides small hooks for what it runs:
+    `encoder=`           factory of the encoder (Focus-DETR: the foreground-selecting sparse encoder with its
+                         options bound; Relation-DETR: the memory-fusion encoder);
+    `decoder=`           factory of the decoder (Relation-DETR: its export-friendly self-attention class bound);
+    `encode(tokens)`     memory + extra outputs (Focus-DETR: foreground scores for its select loss);
+    `decoder_bias_fn()`  per-layer self-attention bias from the boxes (Relation-DETR's position relation);
+    `decode(...)`        one query set through the decoder (Relation-DETR runs its hybrid set through it).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +25,8 @@ from common.detection.denoising import ContrastiveDenoising
 from common.detection.encoder import DeformableEncoder, MultiScaleTokens, flatten_levels
 from common.detection.position import LevelEmbedding, sine_position_embedding
 from common.detection.query_selection import TwoStageQuerySelection
+from common.detection.transforms import MEAN, STD
 from common.errors import ConfigError, check_range
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, as the datamodule normalises
 
 
 class DINODetector(nn.Module):
@@ -39,6 +42,11 @@ class DINODetector(nn.Module):
         num_dn_queries, label_noise_ratio, box_noise_scale: contrastive denoising (0 queries: off).
         image_size: the side of `example_inputs` (export) and predict's shorter side (eager mode takes any
             size); max_size: predict's cap of the longer side (the data's eval_size / max_size).
+        encoder: called as encoder(num_layers=, dim=, num_heads=, num_levels=, num_points=, ffn_dim=, dropout=)
+            -> a module with forward(tokens, **context) -> (memory [B, N, D], extras dict);
+        decoder: called as decoder(num_classes, num_layers=, and the same sizes) -> a `DeformableDecoder`.
+            Both are for variants (code, not config); they are built in this order, after the backbone, the
+            mapper and the level embedding, which fixes the seeded initialisation.
 
     forward(images [B, 3, H, W], masks [B, H, W] bool True = padding or None)
         -> (logits [B, Q, C] before the sigmoid, boxes [B, Q, 4] normalised cxcywh): the last decoder layer.
@@ -67,6 +75,8 @@ class DINODetector(nn.Module):
         box_noise_scale: float = 1.0,
         image_size: int = 128,
         max_size: int | None = None,
+        encoder: Callable[..., nn.Module] = DeformableEncoder,
+        decoder: Callable[..., nn.Module] = DeformableDecoder,
     ):
         super().__init__()
         check_range("num_classes", num_classes, 1)
@@ -81,17 +91,15 @@ class DINODetector(nn.Module):
             raise ConfigError("class_names", class_names, f"{num_classes} names (num_classes)")
         self.num_classes, self.class_names, self.image_size = int(num_classes), names, int(image_size)
         self.eval_size, self.max_size = self.image_size, None if max_size is None else int(max_size)
-        self.hidden_dim, self.num_queries = hidden_dim, num_queries
+        self.hidden_dim, self.num_heads, self.num_queries = hidden_dim, num_heads, num_queries
 
         self.backbone = Backbone(backbone, out_indices, backbone_weights, frozen_bn)
         self.mapper = ChannelMapper(self.backbone.channels, hidden_dim, num_levels)
         self.level_embed = LevelEmbedding(num_levels, hidden_dim)
         layer_kw = dict(dim=hidden_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points)
-        self.encoder = self.build_encoder(num_layers=num_encoder_layers, ffn_dim=ffn_dim, dropout=dropout, **layer_kw)
+        self.encoder = encoder(num_layers=num_encoder_layers, ffn_dim=ffn_dim, dropout=dropout, **layer_kw)
         self.query_selection = TwoStageQuerySelection(hidden_dim, num_classes, num_queries)
-        self.decoder = DeformableDecoder(
-            num_classes, num_layers=num_decoder_layers, ffn_dim=ffn_dim, dropout=dropout, **layer_kw
-        )
+        self.decoder = decoder(num_classes, num_layers=num_decoder_layers, ffn_dim=ffn_dim, dropout=dropout, **layer_kw)
         self.denoising = (
             ContrastiveDenoising(num_classes, hidden_dim, num_dn_queries, label_noise_ratio, box_noise_scale)
             if num_dn_queries > 0
@@ -99,10 +107,6 @@ class DINODetector(nn.Module):
         )
 
     # ---- hooks for the variants ----
-    def build_encoder(self, **kw) -> nn.Module:
-        """The encoder; forward(tokens, **context) -> (memory [B, N, D], extras dict)."""
-        return DeformableEncoder(**kw)
-
     def encode(self, tokens: MultiScaleTokens) -> tuple[torch.Tensor, dict]:
         """Memory and extra outputs; the two-stage class head is offered to encoders that score tokens."""
         return self.encoder(tokens, class_head=self.query_selection.class_head)

@@ -1,13 +1,18 @@
-"""Focus-DETR's named components: foreground selector, cascade, dual-attention encoder, select loss."""
+"""Focus-DETR's properties: foreground tokens chosen by score, a cascade that shrinks per layer as configured,
+multi-category object tokens for the dual attention, background tokens untouched, the select loss."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
+from torch import nn
 
 from apps.focus_detr.criterion import FocusCriterion, foreground_labels
-from apps.focus_detr.model import FocusDETR, ForegroundTokenSelector
+from apps.focus_detr.model import DualAttentionEncoderLayer, FocusDETR, ForegroundTokenSelector, gather_tokens
 from common.detection.matcher import HungarianMatcher
 from common.errors import ConfigError
 from tests.common.detection.test_encoder import make_tokens
@@ -73,6 +78,47 @@ def test_background_tokens_pass_through_untouched():
     tokens, memory = out["tokens"], out["memory"]
     torch.testing.assert_close(memory[~kept], tokens.src[~kept], rtol=0, atol=0)
     assert (memory[kept] - tokens.src[kept]).abs().amax(-1).min() > 0  # every kept token was updated
+
+
+def test_each_layer_updates_the_top_scored_tokens_of_its_cascade_budget():
+    """With the default config's keep ratio and cascade: layer i gets exactly the K_i best foreground scores (in
+    score order), K_i = int(K * cascade_i) shrinks per layer, and every layer scores with the two-stage class head."""
+    config = yaml.safe_load((Path(__file__).parents[3] / "configs/app/focus_detr.yaml").read_text())["model"]
+    keep_ratio, cascade = config["keep_ratio"], config["cascade"]
+    model = FocusDETR(3, **{**SMALL, "num_encoder_layers": len(cascade), "cascade": cascade}, keep_ratio=keep_ratio)
+    seen = []
+    for layer in model.encoder.layers:  # args: query, query_pos, fg_logits, reference_points, value, tokens, head
+        layer.register_forward_hook(lambda mod, args, out: seen.append((args[2], args[6])))
+    out = model.eval().forward_train(torch.randn(2, 3, 96, 96), None, [])
+    budget = int(out["fg_logits"].shape[1] * keep_ratio) + 1  # no padding: every token is real
+    assert out["num_kept"] == [int(budget * c) for c in cascade]
+    assert all(a > b for a, b in zip(out["num_kept"], out["num_kept"][1:]))  # the cascade shrinks
+    best_first = out["fg_logits"].sort(dim=1, descending=True).values
+    for (fg, class_head), k in zip(seen, out["num_kept"]):
+        torch.testing.assert_close(fg, best_first[:, :k], rtol=0, atol=0)
+        assert class_head is model.query_selection.class_head
+
+
+def test_dual_attention_picks_multi_category_tokens_and_updates_only_them():
+    """The self-attention runs on the top `num_attn_tokens` by max_c sigmoid(class logit_c) x sigmoid(fg logit);
+    the other kept tokens reach the deformable attention bit-for-bit unchanged."""
+    torch.manual_seed(0)
+    tokens = make_tokens(batch=2, dim=16)
+    layer = DualAttentionEncoderLayer(16, 2, 2, 2, 32, 0.0, num_attn_tokens=6).eval()
+    class_head = nn.Linear(16, 4)
+    query, fg = tokens.src, torch.randn(2, tokens.src.shape[1])
+    seen = {}
+    layer.self_attn.register_forward_pre_hook(lambda mod, args: seen.update(picked=args[0]))
+    layer.deformable.register_forward_pre_hook(lambda mod, args: seen.update(query=args[0]))
+    with torch.no_grad():
+        layer(query, tokens.pos, fg, tokens.reference_points(), query, tokens, class_head)
+        score = class_head(query).sigmoid().max(-1).values * fg.sigmoid()
+    top = score.topk(6, dim=1).indices
+    assert any(set(t.tolist()) != set(f.tolist()) for t, f in zip(top, fg.topk(6, dim=1).indices))  # classes matter
+    torch.testing.assert_close(seen["picked"], gather_tokens(query, top), rtol=0, atol=0)
+    picked = torch.zeros(fg.shape, dtype=torch.bool).scatter_(1, top, True)
+    torch.testing.assert_close(seen["query"][~picked], query[~picked], rtol=0, atol=0)
+    assert (seen["query"][picked] - query[picked]).abs().amax(-1).min() > 0
 
 
 def test_top_down_modulation_feeds_finer_levels():

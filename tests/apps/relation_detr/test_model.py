@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from apps.relation_detr.criterion import HybridSetCriterion
-from apps.relation_detr.model import MemoryFusionEncoder, RelationDETR
+from apps.relation_detr.model import BiasedQuerySelfAttention, MemoryFusionEncoder, RelationDETR
+from common.detection.decoder import QuerySelfAttention, attention_bias
 from common.detection.matcher import HungarianMatcher
 
 SMALL = dict(
@@ -78,6 +79,21 @@ def test_relation_bias_changes_the_decoder_and_can_be_switched_off(model, monkey
     assert plain.relation is None and plain.decoder_bias_fn() is None
 
 
+def test_decoder_self_attention_is_the_export_friendly_one_with_the_same_math(model):
+    """Every decoder layer runs `BiasedQuerySelfAttention`; with the same weights it gives SDPA's output for a
+    relation-like bias plus a denoising-like -inf mask (float32; 1e-5 covers the different summation order)."""
+    assert all(type(layer.self_attn) is BiasedQuerySelfAttention for layer in model.decoder.layers)
+    torch.manual_seed(0)
+    sdpa = QuerySelfAttention(32, 4)
+    explicit = BiasedQuerySelfAttention(32, 4)
+    explicit.load_state_dict(sdpa.state_dict())
+    x, pos = torch.randn(2, 7, 32), torch.randn(2, 7, 32)
+    mask = torch.zeros(7, 7, dtype=torch.bool)
+    mask[:3, 3:] = True  # the first three queries (a denoising group) cannot see the rest
+    bias = attention_bias(mask, torch.rand(2, 4, 7, 7) * 3)
+    torch.testing.assert_close(explicit(x, pos, bias), sdpa(x, pos, bias), rtol=1e-5, atol=1e-5)
+
+
 def test_memory_fusion_encoder_is_used(model):
     assert isinstance(model.encoder, MemoryFusionEncoder)
     assert model.encoder.fusion[0].in_features == (SMALL["num_encoder_layers"] + 1) * SMALL["hidden_dim"]
@@ -99,15 +115,26 @@ def test_hybrid_criterion_trains_every_part(model):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_hybrid_loss_matches_each_target_several_times():
+@pytest.mark.parametrize("class_loss", ["focal", "varifocal"])
+def test_hybrid_loss_is_the_main_loss_on_a_set_tiled_hybrid_assign_times(class_loss):
+    """One-to-many matching and its normalisation, term by term. Tile the main predictions 3 times as the hybrid
+    set and let each target take 3 queries: the best one-to-many assignment costs exactly 3x the one-to-one
+    optimum and, with continuous random inputs (a unique optimum), gives each target the 3 copies of its
+    one-to-one match. Every term then sums 3x the main term (the class term over 3x the queries too) and is
+    divided by 3x the boxes, so each `_hybrid` loss equals its main loss (float32 sums in another order: 1e-5)."""
     torch.manual_seed(0)
-    targets = _targets()
-    criterion = HybridSetCriterion(3, HungarianMatcher(), hybrid_assign=3, class_loss="focal")
-    hybrid = {"pred_logits": torch.randn(2, 10, 3), "pred_boxes": torch.rand(2, 10, 4) * 0.5 + 0.2}
-    indices = criterion.matcher(hybrid, targets, num_repeats=3)
-    assert [len(src) for src, _ in indices] == [6, 3]
+    targets, repeats = _targets(), 3
     main = {"pred_logits": torch.randn(2, 10, 3), "pred_boxes": torch.rand(2, 10, 4) * 0.5 + 0.2}
+    hybrid = {k: torch.cat([v] * repeats, 1) for k, v in main.items()}
+    criterion = HybridSetCriterion(3, HungarianMatcher(), hybrid_assign=repeats, class_loss=class_loss)
+    one_to_one = criterion.matcher(main, targets)
+    one_to_many = criterion.matcher(hybrid, targets, num_repeats=repeats)
+    for (src, tgt), (src_h, tgt_h) in zip(one_to_one, one_to_many):
+        expected = sorted((int(s) % 10, int(t)) for s, t in zip(src, tgt) for _ in range(repeats))
+        assert sorted((int(s) % 10, int(t)) for s, t in zip(src_h, tgt_h)) == expected
     losses = criterion({**main, "hybrid_outputs": hybrid}, targets)
-    # normalised by 3x the boxes: a hybrid set that repeats the main set's per-target error gives about
-    # the main loss (not exactly: different queries are matched)
-    assert "loss_bbox_hybrid" in losses and losses["loss_bbox_hybrid"] > 0
+    for term in ("loss_class", "loss_bbox", "loss_giou"):
+        torch.testing.assert_close(losses[f"{term}_hybrid"], losses[term], rtol=1e-5, atol=0)
+    halved = HybridSetCriterion(3, HungarianMatcher(), hybrid_assign=repeats, class_loss=class_loss, weight_hybrid=0.5)
+    torch.testing.assert_close(halved({**main, "hybrid_outputs": hybrid}, targets)["loss_bbox_hybrid"],
+                               0.5 * losses["loss_bbox"], rtol=1e-5, atol=0)  # fmt: skip

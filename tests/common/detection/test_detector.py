@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 from common.detection.criterion import SetCriterion
+from common.detection.decoder import DeformableDecoder, QuerySelfAttention
 from common.detection.detector import DINODetector
+from common.detection.encoder import DeformableEncoder
 from common.detection.matcher import HungarianMatcher
 from common.detection.query_selection import encoder_proposals
 from common.errors import ConfigError
@@ -120,6 +124,27 @@ def test_decoder_bias_hook_is_used():
     biased.load_state_dict(plain.state_dict())
     images = torch.randn(1, 3, 96, 96)
     assert not torch.allclose(plain(images)[0], biased(images)[0])
+
+
+def test_construction_factories_build_what_the_variant_names():
+    """`encoder=` / `decoder=` are what gets built, in the base's place in the construction order: factories that
+    build the same parameters leave every seeded initial weight (and every state_dict key) as the default's."""
+
+    class Encoder(DeformableEncoder):
+        pass
+
+    class Attention(QuerySelfAttention):
+        pass
+
+    torch.manual_seed(0)
+    plain = DINODetector(3, **SMALL)
+    torch.manual_seed(0)
+    variant = DINODetector(3, **SMALL, encoder=Encoder, decoder=partial(DeformableDecoder, attn_layer=Attention))
+    assert type(variant.encoder) is Encoder
+    assert all(type(layer.self_attn) is Attention for layer in variant.decoder.layers)
+    expected, got = plain.state_dict(), variant.state_dict()
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
 
 
 def test_bad_config_names_key():

@@ -54,6 +54,11 @@ def check_ohlcv(raw: pd.DataFrame) -> pd.DataFrame:
             shown = "empty" if pd.isna(value) else repr(value)
             raise OhlcvProblem(f"column {col!r} has a missing or non-numeric value ({shown}) in row {i + 2}")
         frame[col] = values.astype(np.float64)
+        with np.errstate(over="ignore"):  # the model reads float32: a larger value would become inf there
+            beyond = ~np.isfinite(frame[col].to_numpy(np.float32))
+        if beyond.any():
+            i = int(np.flatnonzero(beyond)[0])
+            raise OhlcvProblem(f"column {col!r} has a value beyond float32's range (3.4e38) in row {i + 2}")
     duplicated = dates.duplicated()
     if duplicated.any():
         i = int(np.flatnonzero(duplicated)[0])

@@ -212,8 +212,11 @@ def load_sdcn(root: str | Path, name: str, knn_k: int = 3, knn_metric: str = "he
         )
 
     x = _loadtxt(feat_path, np.float64, SDCN_EXPECTED["features"], ndim=2)
-    if not np.isfinite(x).all():
-        raise DatasetError(feat_path, SDCN_EXPECTED["features"], card="sdcn", problem="features hold nan or inf")
+    with np.errstate(over="ignore"):  # the model's float32: values beyond its range (3.4e38) would become inf
+        finite = np.isfinite(x.astype(np.float32)).all()
+    if not finite:
+        problem = "features hold nan or inf (or values beyond float32's 3.4e38)"
+        raise DatasetError(feat_path, SDCN_EXPECTED["features"], card="sdcn", problem=problem)
     y = _loadtxt(label_path, np.float64, SDCN_EXPECTED["labels"], ndim=1)
     if y.shape[0] != x.shape[0]:
         raise DatasetError(

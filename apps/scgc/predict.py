@@ -103,9 +103,11 @@ def read_features(path: Path, in_dim: int) -> tuple[np.ndarray, list[str]]:
         raise InputError(path, expected, problem="no rows")
     if x.shape[1] != in_dim:
         raise InputError(path, expected, problem=f"{x.shape[1]} feature columns, the model expects {in_dim}")
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32)  # the model's precision: values beyond its range (3.4e38) become inf here
     if not np.isfinite(x).all():
-        raise InputError(path, expected, problem="missing, nan or inf values")
-    return x.astype(np.float32), names if names is not None else [str(i) for i in range(len(x))]
+        raise InputError(path, expected, problem="missing, nan or inf values (or beyond float32's 3.4e38)")
+    return x, names if names is not None else [str(i) for i in range(len(x))]
 
 
 @torch.no_grad()
@@ -116,6 +118,8 @@ def predict(model, input_path: Path, out_dir: Path, spec: dict) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     q, z = model(torch.from_numpy(x))
+    if not (torch.isfinite(q).all() and torch.isfinite(z).all()):
+        raise InputError(input_path, "features on the scale the model was trained on", problem="non-finite output")
     confidence, cluster = q.max(dim=1)
     csv_path = out_dir / "predictions.csv"
     with csv_path.open("w") as f:

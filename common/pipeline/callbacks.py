@@ -1,15 +1,18 @@
-"""Pipeline callbacks: the run config and the random state inside every checkpoint, training throughput, and the
-plots folder."""
+"""Pipeline callbacks: the run config and the random state inside every checkpoint, training throughput, the
+plots folder, and the CSV log a resumed run keeps."""
 
 from __future__ import annotations
 
+import csv
 import random
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 CONFIG_KEY = "manyheads"
@@ -114,9 +117,31 @@ class Plots(L.Callback):
         from common.pipeline.plots import plot_learning_curves
 
         self.plot_dir.mkdir(parents=True, exist_ok=True)
-        csv_logs = [lg for lg in trainer.loggers if isinstance(lg, L.pytorch.loggers.CSVLogger)]
+        csv_logs = [lg for lg in trainer.loggers if isinstance(lg, CSVLogger)]
         if csv_logs:
             csv_logs[0].save()
             plot_learning_curves(Path(csv_logs[0].log_dir) / "metrics.csv", self.plot_dir / "learning_curves.png")
         if hasattr(pl_module, "make_plots"):
             pl_module.make_plots(self.plot_dir, trainer.datamodule)
+
+
+def keep_csv_log(loggers: list, checkpoint: dict) -> None:
+    """On resume from `checkpoint`: give each CSVLogger back the rows its run logged before that checkpoint.
+
+    Lightning's CSV writer deletes an existing `metrics.csv` when it starts, so a resumed run's log (and its learning
+    curves) would begin at the resumed epoch. The writer is created here, before Lightning does, and the earlier
+    rows are written back first. Rows logged after the checkpoint (a killed run went on past it) are dropped: the
+    resumed run logs those steps again. Call on rank 0 only."""
+    stepped = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+    for logger in loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is None or not path.is_file():
+            continue
+        with path.open(newline="") as f:  # `step`: the batches stepped before the row's batch
+            kept = [row for row in csv.DictReader(f) if int(row["step"]) < stepped]
+        rows = [{k: v for k, v in row.items() if v != ""} for row in kept]
+        with warnings.catch_warnings():  # "previous log files ... will be deleted": they are written back below
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = logger.experiment
+        writer.metrics = rows + writer.metrics
+        writer.save()

@@ -56,9 +56,23 @@ def run_dir_for(runs_dir: str, app: str, ckpt_path: str | None) -> str:
     return str(candidate)
 
 
+def hydra_subdir(run_dir: str) -> str:
+    """Where Hydra writes its files (config.yaml, hydra.yaml, overrides.yaml) in `run_dir`: `.hydra`, or, when the
+    folder already holds them (a resumed or requeued run), `.hydra/resume-<time>`, so the run's own stay as written."""
+    if not (Path(run_dir) / ".hydra" / "config.yaml").exists():
+        return ".hydra"
+    stamp = datetime.now().strftime(TIME_FORMAT)
+    candidate, n = f".hydra/resume-{stamp}", 1
+    while (Path(run_dir) / candidate).exists():
+        candidate, n = f".hydra/resume-{stamp}_{n}", n + 1
+    return candidate
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_resolver("run_dir", run_dir_for, use_cache=True)
+    if not OmegaConf.has_resolver("hydra_subdir"):  # cached: decided once, before Hydra writes there
+        OmegaConf.register_resolver("hydra_subdir", hydra_subdir, use_cache=True)
 
 
 def resolve_checkpoint(runs_dir: str, app: str, ckpt, which: str = "best") -> Path:

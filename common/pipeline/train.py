@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError, check_choice
 from common.pipeline.build import build_datamodule, build_model, build_module, build_trainer
-from common.pipeline.callbacks import RandomState, StoreRunConfig, TrainThroughput
+from common.pipeline.callbacks import RandomState, StoreRunConfig, TrainThroughput, keep_csv_log
 from common.pipeline.checkpoint_config import run_config
 from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from common.pipeline.runs import (
@@ -70,8 +70,9 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     app_runs = Path(cfg.paths.runs_dir) / cfg.app_name
     ckpt_path = _checkpoint_to_resume(cfg, run_dir, app_runs)
-    if ckpt_path is not None:
-        cfg = resumed_config(cfg, run_config(load_checkpoint(ckpt_path), ckpt_path), HydraConfig.get().overrides.task)
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if checkpoint is not None:
+        cfg = resumed_config(cfg, run_config(checkpoint, ckpt_path), HydraConfig.get().overrides.task)
     check_choice("monitor.mode", cfg.monitor.mode, ("min", "max"))
     check_choice("test_ckpt", cfg.test_ckpt, ("best", "last"))
 
@@ -94,6 +95,9 @@ def train(cfg: DictConfig) -> dict:
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
     )
+    if trainer.is_global_zero and checkpoint is not None:
+        keep_csv_log(trainer.loggers, checkpoint)
+    del checkpoint  # fit loads it again: no second copy of the weights meanwhile
     if trainer.is_global_zero and not (run_dir / "config.yaml").exists():  # a resumed run keeps its own
         OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
     if trainer.is_global_zero and single_run and (job_link := slurm_job_link(app_runs)) is not None:

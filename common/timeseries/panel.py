@@ -88,9 +88,14 @@ def read_sp500_skfolio(path: Path | None = None) -> Panel:
     infinite = np.argwhere(np.isinf(wide.to_numpy()))
     if len(infinite):
         row, col = infinite[0]
-        problem = f"non-finite close of {wide.columns[col]} on {wide.index[row].date()}"
+        problem = f"non-finite close of {wide.columns[col]} on {_day(wide.index[row])}"
         raise DatasetError(path, SKFOLIO_EXPECTED, card="sp500_skfolio", problem=problem)
     return Panel(pd.DatetimeIndex(wide.index), [str(c) for c in wide.columns], {"close": wide.to_numpy()})
+
+
+def _day(timestamp: pd.Timestamp) -> str:
+    """YYYY-MM-DD of any parsed date: `Timestamp.date()` fails for years Python's `date` lacks (e.g. -7)."""
+    return str(np.datetime_as_string(timestamp.to_datetime64(), unit="D"))
 
 
 class _Fail:
@@ -151,11 +156,11 @@ def read_panel_csv(
     dup = frame.duplicated(["date", "ticker"], keep=False)
     if dup.any():
         row = frame[dup].iloc[0]
-        raise fail(f"duplicate rows for ticker {row['ticker']} on {row['date'].date()} ({int(dup.sum())} rows)")
+        raise fail(f"duplicate rows for ticker {row['ticker']} on {_day(row['date'])} ({int(dup.sum())} rows)")
     for ticker, dates in frame.groupby("ticker", sort=False)["date"]:
         if not dates.is_monotonic_increasing:
             where = int(np.flatnonzero(np.diff(dates.to_numpy()) < np.timedelta64(0))[0])
-            raise fail(f"dates of ticker {ticker} are not sorted ascending (at {dates.iloc[where + 1].date()})")
+            raise fail(f"dates of ticker {ticker} are not sorted ascending (at {_day(dates.iloc[where + 1])})")
     for c in (c for c in PRICE_FIELDS if c in values):
         if (frame[c] <= 0).any():
             raise fail(f"non-positive {c} price(s) ({int((frame[c] <= 0).sum())} rows)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def read_idx(path: str | Path, card: str, ndim: int | None = None) -> np.ndarray
         raise DatasetError(path, expected, card)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz: BadGzipFile (an OSError), EOF or zlib's error
         raise DatasetError(path, expected, card, problem=f"unreadable file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise DatasetError(path, expected, card, problem="not an IDX file (bad magic number)")

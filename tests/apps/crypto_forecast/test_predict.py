@@ -65,8 +65,9 @@ def test_forecast_matches_the_model_on_the_last_window(tmp_path, model_and_spec)
         (lambda f: f.assign(volume=f["volume"].where(f.index != 9)), r"'volume'.*\(empty\) in row 11"),
         (lambda f: f.assign(date=f["date"].where(f.index != 2, "yesterday")), r"unreadable date 'yesterday' in row 4"),
         (lambda f: f.iloc[:40], r"too few rows: 40; the model needs 43"),
+        (lambda f: f.assign(close=f["close"].where(f.index != 4, 1e308)), r"'close' .* beyond float32.* row 6"),
     ],
-    ids=["missing_columns", "unsorted", "duplicate", "non_numeric", "empty", "bad_date", "too_short"],
+    ids=["missing_columns", "unsorted", "duplicate", "non_numeric", "empty", "bad_date", "too_short", "beyond_float32"],
 )
 def test_broken_files_are_input_errors_naming_the_problem(tmp_path, model_and_spec, breakage, message):
     model, spec = model_and_spec

@@ -145,6 +145,7 @@ def test_sdcn_datamodule(tmp_path):
         (lambda r: (r / "toy_label.txt").write_text("0.5\n" * 12), "toy_label.txt", "not integers"),
         (lambda r: (r / "toy_label.txt").unlink(), "toy_label.txt", "not found"),
         (lambda r: (r / "toy.txt").write_text(""), "toy.txt", "empty"),
+        (lambda r: (r / "toy.txt").write_text("1 2 3\n" * 11 + "1 1e308 3\n"), "toy.txt", "beyond float32"),
     ],
 )
 def test_malformed_sdcn_files_name_the_file_and_card(tmp_path, corrupt, bad_file, words):

@@ -50,6 +50,8 @@ def test_whitespace_txt_small_input_uses_pca(tmp_path, model, spec):
         ("ragged.txt", "1 2 3 4 5\n1 2 3\n", "cannot parse"),
         ("empty.csv", "a,b,c,d,e\n", "no rows"),
         ("nan.csv", "a,b,c,d,e\n1,2,,4,5\n", "nan"),
+        ("huge.txt", "1 2 1e308 4 5\n", "beyond float32"),  # finite in float64, inf in the model's float32
+        ("large.csv", "a,b,c,d,e\n1,2,1e30,4,5\n", "non-finite output"),  # float32, but the clustering overflows
         ("model.pkl", "x", "unsupported file type"),
     ],
 )

@@ -69,6 +69,8 @@ def test_dates_missing_for_one_ticker_are_dropped(tmp_path):
         (lambda f: f.assign(close=f["close"].astype(object).where(f.index != 4, "abc")), r"non-numeric close 'abc'"),
         (lambda f: f.assign(close=f["close"].where(f.index != 4, -1.0)), r"non-positive close"),
         (lambda f: f.assign(date=f["date"].where(f.index != 0, "yesterday")), r"unparsable date"),
+        # a year Python's `date` cannot hold (pandas parses it): named as numpy writes it
+        (lambda f: f.assign(date=f["date"].where(f.index != 4, "-7-01-02")), r"not sorted ascending \(at -007-01-02\)"),
     ],
 )
 def test_bad_csv_names_file_and_problem(tmp_path, mutate, message):

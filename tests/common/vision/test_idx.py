@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import numpy as np
 import pytest
@@ -45,3 +46,16 @@ def test_broken_gzip_and_missing_file(tmp_path):
         read_idx(path, "fashion_mnist")
     with pytest.raises(DatasetError, match="dataset not found"):
         read_idx(tmp_path / "absent.gz", "fashion_mnist")
+
+
+def test_damaged_gzip_stream(tmp_path):
+    """A .gz whose header is intact but whose deflate data is damaged: zlib's own error, not an OSError."""
+    data = bytearray(gzip.compress(idx_bytes(np.arange(2 * 3 * 40, dtype=np.uint8).reshape(2, 3, 40))))
+    data[12] ^= 0xFF  # early in the deflate stream (the gzip header is 10 bytes)
+    with pytest.raises(zlib.error):
+        gzip.decompress(bytes(data))
+    path = tmp_path / "x.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="unreadable file") as info:
+        read_idx(path, "fashion_mnist", ndim=3)
+    assert str(path) in str(info.value)

@@ -27,7 +27,7 @@ from apps.crypto_forecast.ohlcv import EXPECTED, OhlcvProblem, read_ohlcv
 from common.data.cache import build_once
 from common.errors import ConfigError, DatasetError, check_choice, check_range
 from common.timeseries.data import WindowedSeriesDataModule
-from common.timeseries.indicators import DEFAULT_INDICATORS, OHLCV, add_indicators
+from common.timeseries.indicators import DEFAULT_INDICATORS, OHLCV, add_indicators, warmup_rows
 from common.timeseries.splits import SCALERS
 
 CARD = "crypto_ohlcv"
@@ -149,6 +149,9 @@ class CryptoDataModule(WindowedSeriesDataModule):
             frame = read_ohlcv(path)
         except OhlcvProblem as e:
             raise DatasetError(path, EXPECTED, card=CARD, problem=str(e)) from None
+        if len(frame) <= warmup_rows(self.indicators):
+            problem = f"too few rows: {len(frame)}; the indicators need more than {warmup_rows(self.indicators)}"
+            raise DatasetError(path, EXPECTED, card=CARD, problem=problem)
         frame = add_indicators(frame, self.indicators)
         return frame if self.limit_rows is None else frame.iloc[-self.limit_rows :]
 

@@ -63,6 +63,9 @@ def test_malformed_user_csv_is_a_dataset_error_naming_the_problem(tmp_path):
         _module(tmp_path, root=str(csv))
     with pytest.raises(DatasetError, match="dataset not found"):
         _module(tmp_path, root=str(tmp_path / "absent.csv"))
+    short = write_csv(tmp_path / "short.csv", ohlcv_frame(33))  # 33 rows: the default indicators' warm-up
+    with pytest.raises(DatasetError, match=r"too few rows: 33.*short\.csv"):
+        _module(tmp_path, root=str(short))
 
 
 def test_scaler_is_fitted_on_train_rows_only(tmp_path):

@@ -186,13 +186,24 @@ class FocusEncoder(nn.Module):
         )
 
     def kept_counts(self, tokens: MultiScaleTokens) -> list[int]:
-        """Tokens updated by each layer: K_i = int(K * cascade_i), K = int(rho * most real tokens) + 1."""
+        """Tokens updated by each layer: K_i = int(K * cascade_i), K = int(rho * most real tokens) + 1.
+
+        On float64 tensors, the IEEE doubles of Python's floats, so that an exported graph computes the same
+        counts for any image size (torch.export's symbolic float sizes become float32 in ONNX, which rounds some
+        K * cascade_i to the next integer); there the counts are data-dependent sizes, with their bounds checked.
+        """
         total = tokens.src.shape[1]
         if self.dense:
             return [total] * len(self.layers)
-        real = int((~tokens.padding).sum(1).max()) if tokens.padded else total
-        budget = int(real * self.keep_ratio) + 1
-        return [max(1, min(total, int(budget * c))) for c in self.cascade]
+        device = tokens.src.device
+        real = (~tokens.padding).sum(1).max() if tokens.padded else torch.tensor(total, device=device)
+        budget = (real.double() * self.keep_ratio).floor() + 1
+        cascade = torch.tensor(self.cascade, dtype=torch.float64, device=device)
+        counts = (budget * cascade).floor().clamp(1, total).long().tolist()
+        for k in counts:
+            torch._check(k >= 1)
+            torch._check(k <= total)
+        return counts
 
     def forward(self, tokens: MultiScaleTokens, class_head: nn.Module, **_) -> tuple[torch.Tensor, dict]:
         counts = self.kept_counts(tokens)

@@ -25,7 +25,7 @@ from common.detection.denoising import ContrastiveDenoising
 from common.detection.encoder import DeformableEncoder, MultiScaleTokens, flatten_levels
 from common.detection.position import LevelEmbedding, sine_position_embedding
 from common.detection.query_selection import TwoStageQuerySelection
-from common.detection.transforms import MEAN, STD
+from common.detection.transforms import MEAN, STD, resize_shorter
 from common.errors import ConfigError, check_range
 
 
@@ -40,8 +40,8 @@ class DINODetector(nn.Module):
         hidden_dim, num_heads, num_points, ffn_dim, dropout: transformer sizes (the papers: 256, 8, 4, 2048, 0).
         num_encoder_layers, num_decoder_layers, num_queries: the papers: 6, 6, 900.
         num_dn_queries, label_noise_ratio, box_noise_scale: contrastive denoising (0 queries: off).
-        image_size: the side of `example_inputs` (export) and predict's shorter side (eager mode takes any
-            size); max_size: predict's cap of the longer side (the data's eval_size / max_size).
+        image_size: the side of `example_inputs` (export traces a square; height and width stay dynamic) and
+            predict's shorter side; max_size: predict's cap of the longer side (the data's eval_size / max_size).
         encoder: called as encoder(num_layers=, dim=, num_heads=, num_levels=, num_points=, ffn_dim=, dropout=)
             -> a module with forward(tokens, **context) -> (memory [B, N, D], extras dict);
         decoder: called as decoder(num_classes, num_layers=, and the same sizes) -> a `DeformableDecoder`.
@@ -187,10 +187,22 @@ class DINODetector(nn.Module):
         g = torch.Generator().manual_seed(0)
         return (torch.randn(2, 3, self.image_size, self.image_size, generator=g),)
 
+    def export_check_inputs(self) -> list[tuple[torch.Tensor]]:
+        """What the export also checks the graph on: one image the size predict makes of a 3:2 landscape photo
+        (shorter side S, e.g. 128 x 192), so the dynamic height and width are run at other values than traced."""
+        h, w = resize_shorter(2, 3, self.image_size, self.max_size or 2 * self.image_size)
+        return [(torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1)),)]
+
+    def min_image_side(self) -> int:
+        """The coarsest level's stride + 1: the traced graph needs every level at least 2 pixels high and wide."""
+        return self.backbone.strides[-1] * 2 ** len(self.mapper.extra) + 1
+
     def export_spec(self) -> dict:
-        q, c, s = self.num_queries, self.num_classes, self.image_size
+        q, c, side = self.num_queries, self.num_classes, self.min_image_side()
         return {
-            "inputs": {"images": {"shape": ["B", 3, s, s], "dtype": "float32"}},
+            "inputs": {
+                "images": {"shape": ["B", 3, "H", "W"], "dtype": "float32", "min": {"H": side, "W": side}},
+            },
             "outputs": {
                 "logits": {"shape": ["B", q, c], "dtype": "float32"},
                 "boxes": {"shape": ["B", q, 4], "dtype": "float32"},

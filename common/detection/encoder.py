@@ -20,7 +20,8 @@ class MultiScaleTokens:
         padding: [B, N] bool, True = padding token.
         spatial_shapes: [L, 2] long (H_l, W_l); level_start_index: [L] long.
         valid_ratios: [B, L, 2] float, the unpadded fraction (x, y) of each level.
-        level_shapes: the (H_l, W_l) as Python ints (static under export, unlike a tensor's values).
+        level_shapes: the (H_l, W_l) read from the levels' tensor shapes, not from a tensor's values: ints in
+            eager mode, symbolic sizes under torch.export (so an exported graph keeps height and width dynamic).
         padded: False when the batch came without a padding mask (every token real; export and predict).
     """
 
@@ -77,7 +78,7 @@ def flatten_levels(
     levels: list[torch.Tensor], masks: list[torch.Tensor], pos: list[torch.Tensor], padded: bool = True
 ) -> MultiScaleTokens:
     """Flatten per-level maps [B, D, H_l, W_l] (+ masks [B, H_l, W_l], positions [B, D, H_l, W_l])."""
-    level_shapes = [(int(lvl.shape[-2]), int(lvl.shape[-1])) for lvl in levels]
+    level_shapes = [(lvl.shape[-2], lvl.shape[-1]) for lvl in levels]
     shapes = torch.tensor(level_shapes, dtype=torch.long, device=levels[0].device)
     starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     return MultiScaleTokens(
@@ -97,8 +98,9 @@ class LevelDeformableAttention(MultiScaleDeformableAttention):
 
     The core reads the level sizes from the `spatial_shapes` tensor (`int(...)`, `.tolist()`), which
     torch.export cannot do (data-dependent values). While exporting, this runs the same math — the core's
-    own projections, its offset convention and its torch reference's grid_sample sampling — with the sizes as
-    Python ints; otherwise it is the core's forward (and its kernel dispatch) unchanged.
+    own projections, its offset convention and its torch reference's grid_sample sampling — with the sizes of
+    `tokens.level_shapes` (tensor shapes, symbolic under export); otherwise it is the core's forward (and its
+    kernel dispatch) unchanged.
     """
 
     def forward(self, query, reference_points, value, tokens: MultiScaleTokens, value_mask=None):

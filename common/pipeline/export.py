@@ -46,18 +46,25 @@ def _as_tuple(out) -> tuple[torch.Tensor, ...]:
 
 
 def _dynamic_shapes(spec: dict) -> dict:
-    """torch.export dynamic dims from the spec's string dims (e.g. "N")."""
+    """torch.export dynamic dims from the spec's string dims (e.g. "N"), at least an input's optional
+    `min` for that dim (e.g. {"H": 65}), else 2."""
     dims = {}
     shapes = {}
     for name, io in spec["inputs"].items():
+        low = io.get("min", {})
         shapes[name] = {
-            i: dims.setdefault(d, torch.export.Dim(d, min=2)) for i, d in enumerate(io["shape"]) if isinstance(d, str)
+            i: dims.setdefault(d, torch.export.Dim(d, min=low.get(d, 2)))
+            for i, d in enumerate(io["shape"])
+            if isinstance(d, str)
         } or None
     return shapes
 
 
-def export_onnx(model, inputs: tuple, spec: dict, path: Path, opset: int | None = None) -> dict:
-    """Write `model.onnx` and check it with onnxruntime against eager PyTorch on `inputs`."""
+def export_onnx(
+    model, inputs: tuple, spec: dict, path: Path, opset: int | None = None, check_inputs: list[tuple] = ()
+) -> dict:
+    """Write `model.onnx` (traced on `inputs`) and check it with onnxruntime against eager PyTorch on `inputs`
+    and on each of `check_inputs` (other sizes of the dynamic dims than traced)."""
     import onnxruntime as ort
 
     torch.onnx.export(
@@ -72,16 +79,24 @@ def export_onnx(model, inputs: tuple, spec: dict, path: Path, opset: int | None 
         opset_version=opset,
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {name: t.numpy() for name, t in zip(spec["inputs"], inputs)}
-    got = session.run(None, feeds)
-    with torch.no_grad():
-        want = [t.numpy() for t in _as_tuple(model(*inputs))]
-    max_diff = 0.0
-    for name, g, w in zip(spec["outputs"], got, want):
-        if g.shape != w.shape or not np.allclose(g, w, rtol=ONNX_RTOL, atol=ONNX_ATOL):
-            raise RuntimeError(f"onnxruntime output {name!r} differs from PyTorch beyond rtol={ONNX_RTOL}")
-        max_diff = max(max_diff, float(np.abs(g - w).max()))
-    return {"format": "onnx", "file": "model.onnx", "checked_with": "onnxruntime", "max_abs_diff": max_diff}
+    checks, max_diff = [inputs, *check_inputs], 0.0
+    for check in checks:
+        got = session.run(None, {name: t.numpy() for name, t in zip(spec["inputs"], check)})
+        with torch.no_grad():
+            want = [t.numpy() for t in _as_tuple(model(*check))]
+        for name, g, w in zip(spec["outputs"], got, want):
+            if g.shape != w.shape or not np.allclose(g, w, rtol=ONNX_RTOL, atol=ONNX_ATOL):
+                shapes = [list(t.shape) for t in check]
+                raise RuntimeError(f"onnxruntime output {name!r} on {shapes} differs from PyTorch (rtol={ONNX_RTOL})")
+            max_diff = max(max_diff, float(np.abs(g - w).max()))
+    checked = [[list(t.shape) for t in check] for check in checks]
+    return {
+        "format": "onnx",
+        "file": "model.onnx",
+        "checked_with": "onnxruntime",
+        "checked_on": checked,
+        "max_abs_diff": max_diff,
+    }
 
 
 def export_pt2(model, inputs: tuple, spec: dict, path: Path) -> dict:
@@ -117,6 +132,7 @@ def export(ckpt: Path, out: Path) -> Path:
     model, model_cfg = deploy_form(model, run_cfg.model)
     spec = model.export_spec()
     inputs = model.example_inputs()
+    check_inputs = model.export_check_inputs() if hasattr(model, "export_check_inputs") else []
 
     run_metrics_file = ckpt.parent.parent / "metrics.json"
     run_metrics = json.loads(run_metrics_file.read_text()) if run_metrics_file.is_file() else {}
@@ -124,7 +140,8 @@ def export(ckpt: Path, out: Path) -> Path:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         (tmp / "model.yaml").write_text(OmegaConf.to_yaml(model_cfg))
         try:
-            graph = export_onnx(model, inputs, spec, tmp / "model.onnx", opset=run_cfg.get("export", {}).get("opset"))
+            opset = run_cfg.get("export", {}).get("opset")
+            graph = export_onnx(model, inputs, spec, tmp / "model.onnx", opset, check_inputs)
         except Exception as exc:  # any ONNX failure falls back to torch.export, and says why
             (tmp / "model.onnx").unlink(missing_ok=True)
             why = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1][:500]

@@ -30,14 +30,12 @@ from common.pipeline.build import build_datamodule, build_model, build_module, b
 from common.pipeline.callbacks import RandomState, StoreRunConfig, TrainThroughput, keep_csv_log
 from common.pipeline.checkpoint_config import run_config
 from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
+from common.pipeline.resume import resumed_config, slurm_job_link, slurm_requeued_run
 from common.pipeline.runs import (
     CONFIG_DIR,
     device_name,
     register_resolvers,
     resolve_checkpoint,
-    resumed_config,
-    slurm_job_link,
-    slurm_requeued_run,
     split_metrics,
     user_errors,
     versions,

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from common.errors import ManyheadsError
 from common.pipeline.callbacks import RandomState
 from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
-from common.pipeline.runs import resumed_config
+from common.pipeline.resume import resumed_config
 from common.pipeline.safety import load_checkpoint
 from tests.conftest import REPO
 

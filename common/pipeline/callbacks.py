@@ -36,7 +36,7 @@ class RandomState(L.Callback):
     (which draws a seed from torch's generator); this assumes that what runs from there to the epoch's first batch
     (the module's `on_fit_start`, the `on_train_start` and `on_train_epoch_start` hooks) draws nothing from them.
     The states are those of rank 0. A sampler with a generator of its own must derive it from `seed + epoch`
-    (`common.vision.datasets.EpochShuffle`, scgc's node batches): it is not stored.
+    (`common.data.samplers.EpochShuffle`, scgc's node batches): it is not stored.
     """
 
     def __init__(self):

@@ -4,32 +4,22 @@ scorer learns to find objects in images it was not trained on."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from apps.focus_detr.criterion import FocusCriterion, foreground_labels
 from apps.focus_detr.model import FocusDETR
 from common.detection.matcher import HungarianMatcher
+from tests.apps.detr_first_epoch import assert_first_epoch_keeps_map_50
 from tests.apps.focus_detr.test_model import RANGES, SMALL
-from tests.conftest import run_cli
 
-# README (Results table, `make train app=focus_detr`, seed 42): val map_50 0.181 after epoch 1. This test
-# repeats that epoch, so only numerics move the number: the same seed on other
-# numerics (H200 bf16 against CPU fp32) moved the detection apps' map_50 by 7-9% (both READMEs). 0.6x the
-# measurement leaves four times that drift and still fails a change that loses 40% of the first epoch's learning.
+# README (Results table, `make train app=focus_detr`, seed 42): val map_50 0.181 after epoch 1.
 README_VAL_MAP_50_EPOCH_1 = 0.181
 
 
 @pytest.mark.slow
 def test_one_epoch_of_the_default_keeps_most_of_the_measured_map_50(tmp_path):
-    # ~3 min on 2 quiet cores; 1800 s because a contended CPU ran past run_cli's default 600 s
-    run_cli("train", "app=focus_detr", "max_epochs=1", "trainer=cpu", "test=false", "callbacks.progress_bar=null",
-            root=tmp_path, timeout=1800)  # fmt: skip
-    metrics = json.loads((tmp_path / "runs" / "focus_detr" / "latest" / "metrics.json").read_text())
-    assert metrics["steps"] == 250
-    assert metrics["val"]["map_50"] > 0.6 * README_VAL_MAP_50_EPOCH_1, metrics["val"]
+    assert_first_epoch_keeps_map_50("focus_detr", README_VAL_MAP_50_EPOCH_1, tmp_path)
 
 
 def _rectangles(seed: int, n: int, size: int = 64) -> tuple[torch.Tensor, list[dict]]:

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
 from common.errors import ManyheadsError, UnsafeFileError
-from common.pipeline.app_config import app_config
+from common.pipeline.app_config import app_config, check_app
 from common.pipeline.build import build_model
 from common.pipeline.checkpoint_config import load_run, model_state
 from common.pipeline.model_card import write_model_card
@@ -183,7 +183,7 @@ def read_info(export_dir: str | Path) -> dict:
         raise ManyheadsError(f"{info_file}: not valid JSON ({exc})") from None
     if not isinstance(info, dict):
         raise ManyheadsError(f"{info_file}: expected a JSON object with the app's name under 'app'")
-    app_config(info.get("app"), str(info_file))  # refuses an unknown app
+    check_app(info.get("app"), str(info_file))
     return info
 
 

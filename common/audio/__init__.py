@@ -1,0 +1,1 @@
+"""Shared audio code: reading and writing sound files, and the features the audio apps share."""

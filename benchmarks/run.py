@@ -17,6 +17,7 @@ BENCHMARKS = {
     "gla": "benchmarks.gla_bench",  # needs CUDA (a CPU dry run of the torch reference without it)
     "sdpa": "benchmarks.sdpa_bench",  # needs CUDA: which SDPA backend serves `softmax` at the apps' shapes
     "fmvit_reparam": "benchmarks.fmvit_reparam",  # FMViT training form vs deploy form, CPU
+    "app_throughput": "benchmarks.app_throughput",  # needs CUDA: BiFormer-T training images/s beside timm models
 }
 
 

@@ -11,7 +11,6 @@ Every op with a kernel takes `impl="auto" | "torch" | "triton"`:
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -23,9 +22,11 @@ IMPLS = ("auto", "torch", "triton")
 ENV_SWITCH = "MANYHEADS_ATTN_IMPL"
 
 
-@functools.cache
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None  # once, at import (compiled graphs trace the call)
+
+
 def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_INSTALLED
 
 
 def interpreting() -> bool:

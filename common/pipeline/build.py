@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from common.errors import ConfigError
 from common.pipeline.arguments import check_arguments
 from common.pipeline.safety import APP_TARGETS, safe_instantiate
 
@@ -25,7 +26,23 @@ def build_model(model_cfg, source: str = "config"):
     return safe_instantiate(model_cfg, section="model", allowed=APP_TARGETS, source=source)
 
 
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune")
+
+
+def compile_model(model, mode) -> None:
+    """The `compile` switch: torch.compile `model`'s forward in place (nn.Module.compile keeps its state_dict keys,
+    so checkpoints and exports are those of the plain model)."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(
+            "compile", mode, "true, false or a torch.compile mode: default, reduce-overhead, max-autotune"
+        )
+    if mode:
+        model.compile(mode=None if mode is True else mode)
+
+
 def build_module(cfg: DictConfig, model):
+    """The Lightning module around `model` (its forward compiled first when the config's `compile` is set)."""
+    compile_model(model, cfg.get("compile", False))
     return safe_instantiate(cfg.module, section="module", model=model)
 
 

@@ -140,7 +140,11 @@ class MultiScaleDeformableAttention(Mechanism):
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
         if spatial_shapes.shape != (levels, 2):
             raise ValueError(f"spatial_shapes must be [{levels}, 2], got {list(spatial_shapes.shape)}")
-        if int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != value.shape[1]:
+        # a check on tensor values: eager only (a compiled graph would break here); the kernel entry checks again
+        if (
+            not torch.compiler.is_compiling()
+            and int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != value.shape[1]
+        ):
             raise ValueError(f"value has {value.shape[1]} tokens but spatial_shapes sum to a different number")
 
         v = self.value_proj(value)

@@ -140,56 +140,86 @@ def _launch_shape(value: torch.Tensor, sampling_locations: torch.Tensor):
     return batch, num_values, heads, head_dim, num_queries, levels, points
 
 
-class _DeformableMSFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, value, shapes, starts, locations, weights):
-        from common.attention.deformable_ms.kernels import msda_fwd_kernel
+@torch.library.custom_op("manyheads::deformable_ms_forward", mutates_args=())
+def _forward(
+    value: torch.Tensor, shapes: torch.Tensor, starts: torch.Tensor, locations: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    from common.attention.deformable_ms.kernels import msda_fwd_kernel
 
-        batch, nv, heads, head_dim, nq, levels, points = _launch_shape(value, locations)
-        out = value.new_empty(batch, nq, heads, head_dim)
-        block_q, block_d = _blocks(head_dim, FWD_ELEMS)
-        grid = (batch * -(-nq // block_q) * heads,)
-        if out.numel():
-            with _device_of(value):
-                msda_fwd_kernel[grid](
-                    value, shapes, starts, locations, weights, out,
-                    nq, nv, heads, levels, points,
-                    D=head_dim, BLOCK_Q=block_q, BLOCK_D=block_d, num_warps=NUM_WARPS,
-                )  # fmt: skip
-        ctx.save_for_backward(value, shapes, starts, locations, weights)
-        return out.view(batch, nq, heads * head_dim)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        from common.attention.deformable_ms.kernels import msda_bwd_kernel
-
-        value, shapes, starts, locations, weights = ctx.saved_tensors
-        batch, nv, heads, head_dim, nq, levels, points = _launch_shape(value, locations)
-        grad_out = grad_out.contiguous()
-        need_value = ctx.needs_input_grad[0]
-        # fp32 accumulator for the scatter (atomics on bf16/fp16 lose the small contributions)
-        grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device) if need_value else value
-        grad_loc = torch.empty_like(locations)
-        grad_weights = torch.empty_like(weights)
-        block_q, block_d = _blocks(head_dim, BWD_ELEMS)
-        grid = (batch * -(-nq // block_q) * heads,)
-        if grad_out.numel():
-            with _device_of(value):
-                msda_bwd_kernel[grid](
-                    value, shapes, starts, locations, weights, grad_out,
-                    grad_value, grad_loc, grad_weights,
-                    nq, nv, heads, levels, points,
-                    D=head_dim, BLOCK_Q=block_q, BLOCK_D=block_d, GRAD_VALUE=need_value, num_warps=NUM_WARPS,
-                )  # fmt: skip
-        else:
-            grad_loc.zero_()
-            grad_weights.zero_()
-        grad_value = grad_value.to(value.dtype) if need_value else None
-        return grad_value, None, None, grad_loc, grad_weights
+    batch, nv, heads, head_dim, nq, levels, points = _launch_shape(value, locations)
+    out = value.new_empty(batch, nq, heads * head_dim)
+    block_q, block_d = _blocks(head_dim, FWD_ELEMS)
+    grid = (batch * -(-nq // block_q) * heads,)
+    if out.numel():
+        with _device_of(value):
+            msda_fwd_kernel[grid](
+                value, shapes, starts, locations, weights, out,
+                nq, nv, heads, levels, points,
+                D=head_dim, BLOCK_Q=block_q, BLOCK_D=block_d, num_warps=NUM_WARPS,
+            )  # fmt: skip
+    return out
 
 
-@torch.compiler.disable
+@_forward.register_fake
+def _(value, shapes, starts, locations, weights):
+    batch, _, heads, head_dim = value.shape
+    return value.new_empty(batch, locations.shape[1], heads * head_dim)
+
+
+@torch.library.custom_op("manyheads::deformable_ms_backward", mutates_args=())
+def _backward(
+    grad_out: torch.Tensor,
+    value: torch.Tensor,
+    shapes: torch.Tensor,
+    starts: torch.Tensor,
+    locations: torch.Tensor,
+    weights: torch.Tensor,
+    need_value: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_value, or an empty tensor when `need_value` is False; grad_locations; grad_weights)."""
+    from common.attention.deformable_ms.kernels import msda_bwd_kernel
+
+    batch, nv, heads, head_dim, nq, levels, points = _launch_shape(value, locations)
+    # fp32 accumulator for the scatter (atomics on bf16/fp16 lose the small contributions)
+    grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device) if need_value else value
+    grad_loc = torch.empty_like(locations)
+    grad_weights = torch.empty_like(weights)
+    block_q, block_d = _blocks(head_dim, BWD_ELEMS)
+    grid = (batch * -(-nq // block_q) * heads,)
+    if grad_out.numel():
+        with _device_of(value):
+            msda_bwd_kernel[grid](
+                value, shapes, starts, locations, weights, grad_out,
+                grad_value, grad_loc, grad_weights,
+                nq, nv, heads, levels, points,
+                D=head_dim, BLOCK_Q=block_q, BLOCK_D=block_d, GRAD_VALUE=need_value, num_warps=NUM_WARPS,
+            )  # fmt: skip
+    else:
+        grad_loc.zero_()
+        grad_weights.zero_()
+    grad_value = grad_value.to(value.dtype) if need_value else value.new_empty(0)
+    return grad_value, grad_loc, grad_weights
+
+
+@_backward.register_fake
+def _(grad_out, value, shapes, starts, locations, weights, need_value):
+    grad_value = value.new_empty(value.shape) if need_value else value.new_empty(0)
+    return grad_value, torch.empty_like(locations), torch.empty_like(weights)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _autograd_backward(ctx, grad_out):
+    need_value = ctx.needs_input_grad[0]
+    grad_value, grad_loc, grad_weights = _backward(grad_out.contiguous(), *ctx.saved_tensors, need_value)
+    return (grad_value if need_value else None), None, None, grad_loc, grad_weights
+
+
+_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
 def deformable_ms_triton(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,
@@ -203,10 +233,13 @@ def deformable_ms_triton(
     returns [B, Nq, H * D] in value's dtype). Float inputs bf16 / fp16 / fp32, not necessarily one dtype.
     Differentiable in value, locations and weights.
 
-    torch.compile does not trace into it (a graph break around the call).
+    The kernels are the custom ops `manyheads::deformable_ms_forward` / `_backward` (fake implementations and
+    autograd registered), so torch.compile captures them in its graph. The check that the levels tile `value`
+    reads tensor values, so it runs in eager mode only; a compiled graph trusts the level tensors.
     """
     check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    shapes, starts = level_tensors(spatial_shapes, level_start_index, value.shape[1], value.device)
-    return _DeformableMSFunction.apply(
-        value.contiguous(), shapes, starts, sampling_locations.contiguous(), attention_weights.contiguous()
-    )
+    if torch.compiler.is_compiling():
+        shapes, starts = spatial_shapes.to(torch.int32), level_start_index.to(torch.int32)
+    else:
+        shapes, starts = level_tensors(spatial_shapes, level_start_index, value.shape[1], value.device)
+    return _forward(value.contiguous(), shapes, starts, sampling_locations.contiguous(), attention_weights.contiguous())

@@ -207,35 +207,77 @@ def _backward(q, k, v, g, gcs, a, h, do, dht, scale):
     return dq, dk_, dv, dg, dh0
 
 
-class _ChunkGLAFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, g, initial_state, scale, output_final_state):
-        q, k, v, g = (x.contiguous() for x in (q, k, v, g))
-        h0 = None if initial_state is None else initial_state.contiguous()
-        o, gcs, a, h, ht = _forward(q, k, v, g, h0, scale)
-        ctx.set_materialize_grads(False)  # an unused final state gives dht = None, not a zeros tensor
-        ctx.save_for_backward(q, k, v, g, gcs, a, h)
-        ctx.scale = scale
-        ctx.h0_meta = None if initial_state is None else (initial_state.shape, initial_state.dtype)
-        if not output_final_state:
-            ctx.mark_non_differentiable(ht)
-        return o, ht
-
-    @staticmethod
-    def backward(ctx, do, dht):
-        q, k, v, g, gcs, a, h = ctx.saved_tensors
-        do = torch.zeros_like(v) if do is None else do
-        dq, dk, dv, dg, dh0 = _backward(
-            q, k, v, g, gcs, a, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale
-        )
-        d_init = None
-        if ctx.h0_meta is not None:
-            shape, dtype = ctx.h0_meta
-            d_init = (dh0.sum(0, keepdim=True) if shape[0] == 1 else dh0).to(dtype)
-        return dq, dk, dv, dg, d_init, None, None
+@torch.library.custom_op("manyheads::gla_chunked_forward", mutates_args=())
+def _forward_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, initial_state: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(o, gcs, A, h, ht) of `_forward`: the output, what the backward reads, and the final state."""
+    q, k, v, g = (x.contiguous() for x in (q, k, v, g))
+    return _forward(q, k, v, g, None if initial_state is None else initial_state.contiguous(), scale)
 
 
-@torch.compiler.disable
+@_forward_op.register_fake
+def _(q, k, v, g, initial_state, scale):
+    b, t, nh, dk = q.shape
+    dv, nt = v.shape[-1], (t + CHUNK - 1) // CHUNK
+    f32 = torch.float32
+    return (
+        v.new_empty(b, t, nh, dv),
+        g.new_empty(g.shape, dtype=f32),
+        q.new_empty(b * nh, nt, CHUNK, CHUNK, dtype=f32),
+        q.new_empty(b, nh, nt, dk, dv),
+        q.new_empty(b, nh, dk, dv, dtype=f32),
+    )
+
+
+@torch.library.custom_op("manyheads::gla_chunked_backward", mutates_args=())
+def _backward_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    gcs: torch.Tensor,
+    a: torch.Tensor,
+    h: torch.Tensor,
+    do: torch.Tensor,
+    dht: torch.Tensor | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv, dg, dh0) of `_backward`."""
+    q, k, v, g, do = (x.contiguous() for x in (q, k, v, g, do))
+    return _backward(q, k, v, g, gcs, a, h, do, None if dht is None else dht.contiguous(), scale)
+
+
+@_backward_op.register_fake
+def _(q, k, v, g, gcs, a, h, do, dht, scale):
+    b, _, nh, dk = q.shape
+    dh0 = q.new_empty(b, nh, dk, v.shape[-1], dtype=torch.float32)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(g), dh0
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, g, initial_state, scale = inputs
+    _, gcs, a, h, _ = output
+    ctx.set_materialize_grads(False)  # an unused final state gives dht = None, not a zeros tensor
+    ctx.save_for_backward(q, k, v, g, gcs, a, h)
+    ctx.scale = scale
+    ctx.h0_meta = None if initial_state is None else (initial_state.shape, initial_state.dtype)
+
+
+def _autograd_backward(ctx, do, _dgcs, _da, _dh, dht):
+    q, k, v, g, gcs, a, h = ctx.saved_tensors
+    do = torch.zeros_like(v) if do is None else do
+    dq, dk, dv, dg, dh0 = _backward_op(q, k, v, g, gcs, a, h, do, dht, ctx.scale)
+    d_init = None
+    if ctx.h0_meta is not None:
+        shape, dtype = ctx.h0_meta
+        d_init = (dh0.sum(0, keepdim=True) if shape[0] == 1 else dh0).to(dtype)
+    return dq, dk, dv, dg, d_init, None
+
+
+_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
 def gla_chunked_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -245,7 +287,8 @@ def gla_chunked_triton(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Chunked GLA through the Triton kernels (torch.compile traces around this call).
+    """Chunked GLA through the Triton kernels, the custom ops `manyheads::gla_chunked_forward` / `_backward` (fake
+    implementations and autograd registered: torch.compile captures them in its graph).
 
     Shapes:
         q, k, g: [B, T, H, K] (K <= KERNEL_MAX_K); v: [B, T, H, V]; initial_state: [B or 1, H, K, V].
@@ -257,5 +300,5 @@ def gla_chunked_triton(
         raise ValueError(f"gla (triton): scale must be finite, got {scale}")
     if q.shape[1] == 0:
         raise ValueError("gla (triton): empty sequence (T = 0)")
-    o, ht = _ChunkGLAFunction.apply(q, k, v, g, initial_state, scale, output_final_state)
+    o, _, _, _, ht = _forward_op(q, k, v, g, initial_state, scale)
     return o, (ht if output_final_state else None)

@@ -82,60 +82,91 @@ def launch_forward(q, k, v, o, lse, route, num_heads: int, scale: float, cfg: di
         )
 
 
-class _BiLevelRoutingAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, num_heads: int, n_win: int, topk: int, scale: float):
-        batch, height, width, qk_dim = q.shape
-        v_dim = v.shape[-1]
-        q, k, v = _channel_last(q), _channel_last(k), _channel_last(v)
-        route = route_regions(q, k, n_win, topk, scale, fp32=True)
-        rh, rw = -(-height // n_win), -(-width // n_win)
-        cfg = _config(n_win, rh, rw, topk, qk_dim // num_heads, v_dim // num_heads, q.dtype)
-        o = torch.empty(batch, height, width, v_dim, dtype=q.dtype, device=q.device)
-        lse = torch.empty(batch, num_heads, height, width, dtype=torch.float32, device=q.device)
-        launch_forward(q, k, v, o, lse, route, num_heads, scale, cfg)
-        ctx.save_for_backward(q, k, v, o, lse, route)
-        ctx.num_heads, ctx.scale, ctx.cfg = num_heads, scale, cfg
-        return o
+@torch.library.custom_op("manyheads::routing_bilevel_forward", mutates_args=())
+def _forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, route: torch.Tensor, num_heads: int, n_win: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o [B, H, W, Cv] in q's dtype, lse [B, heads, H, W] fp32) for the routed regions `route`."""
+    batch, height, width, qk_dim = q.shape
+    v_dim, topk = v.shape[-1], route.shape[-1]
+    q, k, v = _channel_last(q), _channel_last(k), _channel_last(v)
+    rh, rw = -(-height // n_win), -(-width // n_win)
+    cfg = _config(n_win, rh, rw, topk, qk_dim // num_heads, v_dim // num_heads, q.dtype)
+    o = torch.empty(batch, height, width, v_dim, dtype=q.dtype, device=q.device)
+    lse = torch.empty(batch, num_heads, height, width, dtype=torch.float32, device=q.device)
+    launch_forward(q, k, v, o, lse, route, num_heads, scale, cfg)
+    return o, lse
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse, route = ctx.saved_tensors
-        cfg, num_heads, scale = ctx.cfg, ctx.num_heads, ctx.scale
-        batch, height, width, qk_dim = q.shape
-        do = _channel_last(do)
-        dq = torch.empty(batch, height, width, qk_dim, dtype=q.dtype, device=q.device)
-        # dk and dv: the two halves of one zeroed fp32 buffer (one fill, one cast: the host's cost per launch
-        # is what bounds this op at BiFormer's shapes)
-        dkv = torch.zeros(batch * height * width * (qk_dim + v.shape[-1]), dtype=torch.float32, device=q.device)
 
-        def halves(buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return buf[: q.numel()].view(q.shape), buf[q.numel() :].view(*q.shape[:3], v.shape[-1])
+@_forward.register_fake
+def _(q, k, v, route, num_heads, n_win, scale):
+    batch, height, width, _ = q.shape
+    o = q.new_empty(batch, height, width, v.shape[-1])
+    return o, q.new_empty(batch, num_heads, height, width, dtype=torch.float32)
 
-        dk, dv = halves(dkv)
-        grid = (batch * cfg["N_WIN"] ** 2 * cfg["M_BLOCKS"], num_heads)
-        with _on_device(q):
-            bra_bwd_kernel[grid](
-                q,
-                k,
-                v,
-                o,
-                do,
-                lse,
-                route,
-                dq,
-                dk,
-                dv,
-                *_strides(q, k, v, o, do),
-                height,
-                width,
-                num_heads,
-                scale,
-                scale * LOG2E,
-                **cfg,
-                num_warps=4,
-            )
-        return dq, *halves(dkv.to(k.dtype)), None, None, None, None  # back to the input dtype (a no-op in fp32)
+
+@torch.library.custom_op("manyheads::routing_bilevel_backward", mutates_args=())
+def _backward(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    route: torch.Tensor,
+    num_heads: int,
+    n_win: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dq, dkv): dkv is dK then dV flattened into one buffer in k's dtype (a custom op's outputs may not alias
+    each other; the caller views the two halves)."""
+    batch, height, width, qk_dim = q.shape
+    topk = route.shape[-1]
+    q, k, v, o, do = (_channel_last(t) for t in (q, k, v, o, do))
+    rh, rw = -(-height // n_win), -(-width // n_win)
+    cfg = _config(n_win, rh, rw, topk, qk_dim // num_heads, v.shape[-1] // num_heads, q.dtype)
+    dq = torch.empty(batch, height, width, qk_dim, dtype=q.dtype, device=q.device)
+    # dk and dv: the two halves of one zeroed fp32 buffer (one fill, one cast: the host's cost per launch
+    # is what bounds this op at BiFormer's shapes)
+    dkv = torch.zeros(batch * height * width * (qk_dim + v.shape[-1]), dtype=torch.float32, device=q.device)
+    dk, dv = _halves(dkv, q.shape, v.shape)
+    grid = (batch * cfg["N_WIN"] ** 2 * cfg["M_BLOCKS"], num_heads)
+    with _on_device(q):
+        bra_bwd_kernel[grid](
+            *(q, k, v, o, do, lse, route, dq, dk, dv),
+            *_strides(q, k, v, o, do),
+            *(height, width, num_heads, scale, scale * LOG2E),
+            **cfg,
+            num_warps=4,
+        )
+    return dq, dkv.to(k.dtype)  # back to the input dtype (a copy in fp32 too: outputs may not alias)
+
+
+@_backward.register_fake
+def _(do, q, k, v, o, lse, route, num_heads, n_win, scale):
+    return torch.empty_like(q), k.new_empty(q.numel() + v.numel())
+
+
+def _halves(buf: torch.Tensor, q_shape, v_shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """dK [B, H, W, Cqk] and dV [B, H, W, Cv] as views of one flat buffer."""
+    n = math.prod(q_shape)
+    return buf[:n].view(q_shape), buf[n:].view(*q_shape[:3], v_shape[-1])
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, route, num_heads, n_win, scale = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, route)
+    ctx.num_heads, ctx.n_win, ctx.scale = num_heads, n_win, scale
+
+
+def _autograd_backward(ctx, do, _dlse):
+    q, k, v, o, lse, route = ctx.saved_tensors
+    dq, dkv = _backward(do, q, k, v, o, lse, route, ctx.num_heads, ctx.n_win, ctx.scale)
+    return dq, *_halves(dkv, q.shape, v.shape), None, None, None, None
+
+
+_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, n_win: int, topk: int) -> None:
@@ -162,7 +193,6 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, n_
         raise ValueError(f"one image spans {per_image} elements, over the kernel's int32 offsets; use impl='torch'")
 
 
-@torch.compiler.disable
 def bilevel_routing_attention_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -178,6 +208,9 @@ def bilevel_routing_attention_triton(
     `n_win`, scale default Cqk ** -0.5, routing not differentiated), except that routing runs in fp32.
     fp16/bf16/fp32 inputs, fp32 accumulation; the output has the input dtype.
 
+    The routing is torch; the kernels are the custom ops `manyheads::routing_bilevel_forward` / `_backward` (fake
+    implementations and autograd registered), so torch.compile captures the whole call in its graph.
+
     Shapes:
         q, k: [B, H, W, Cqk]; v: [B, H, W, Cv]; returns [B, H, W, Cv].
     """
@@ -185,4 +218,5 @@ def bilevel_routing_attention_triton(
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
-    return _BiLevelRoutingAttention.apply(q, k, v, num_heads, n_win, topk, scale)
+    route = route_regions(q, k, n_win, topk, scale, fp32=True)
+    return _forward(q, k, v, route, num_heads, n_win, scale)[0]

@@ -17,6 +17,7 @@ from common.attention.gla import gla, gla_chunked_torch
 from common.attention.lightning_attn import alibi_slopes, lightning_attention
 from common.attention.linear import linear_attention
 from common.errors import ConfigError
+from tests.common.attention.kernels.opchecks import opcheck
 from tests.common.attention.kernels.tolerances import assert_close
 
 pytestmark = pytest.mark.skipif(not triton_installed(), reason="triton not installed")
@@ -282,3 +283,39 @@ def test_torch_compile_traces_around_the_kernel(device):
     loss_ref.backward()
     assert_close("loss", loss_ref, loss, torch.bfloat16)
     assert_close("dq", ref.grad, q.grad, torch.bfloat16)
+
+
+def test_ops_pass_opcheck(device):
+    """The custom ops' schemas, fake (meta) implementations and registered autograd agree with the kernels."""
+    import common.attention.gla.triton  # noqa: F401  (registers the ops)
+
+    q, k, v, g, s0, do, dht = _inputs(1, 17, 1, 16, 16, torch.float32, "h0", 1.0, device)
+    forward_args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), g.requires_grad_(), s0, 0.25)
+    opcheck(torch.ops.manyheads.gla_chunked_forward.default, forward_args)
+    opcheck(torch.ops.manyheads.gla_chunked_forward.default, (*forward_args[:4], None, 0.25))
+    _, gcs, a, h, _ = torch.ops.manyheads.gla_chunked_forward(q.detach(), k.detach(), v.detach(), g.detach(), s0, 0.25)
+    for final_grad in (dht, None):
+        backward_args = (q.detach(), k.detach(), v.detach(), g.detach(), gcs, a, h, do, final_grad, 0.25)
+        opcheck(torch.ops.manyheads.gla_chunked_backward.default, backward_args)
+
+
+def test_compiled_call_is_one_graph(device):
+    """torch.compile(fullgraph=True) captures gla (impl=triton) with the surrounding projections, and the compiled
+    forward and backward match eager. On the CPU the aot_eager backend traces the same graph."""
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(16, 4 * 16).to(device)
+    x = torch.randn(2, 40, 16, device=device, requires_grad=True)
+
+    def step(x):
+        q, k, v, g = proj(x).view(2, 40, 4, 1, 16).unbind(2)
+        o, _ = gla(q, k, v, F.logsigmoid(g), impl="triton")
+        return o.square().sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="inductor" if CUDA else "aot_eager")
+    results = []
+    for fn in (step, compiled):
+        loss = fn(x)
+        results.append((loss, *torch.autograd.grad(loss, (x, proj.weight))))
+    for name, eager, graph in zip(("loss", "grad_x", "grad_w"), *results):
+        torch.testing.assert_close(graph, eager, rtol=1e-4, atol=1e-4, msg=name)  # fp32 (tf32x3 dots on a GPU)

@@ -1,0 +1,137 @@
+"""Training throughput of whole models, side by side in one process: BiFormer-T (ours eager and compiled, and the
+official code when its folder is given) with timm's DeiT-Tiny and ResNet-50 for scale.
+
+    python -m benchmarks.app_throughput [--official PATH_TO_BIFORMER_REPO] [--batches 64 128]
+
+Each row: full training steps (bf16 autocast forward, backward, AdamW step) on random 224 px images and labels,
+`--warmup` untimed steps (compilation included) then `--steps` timed ones between two synchronisations; images/s,
+peak memory (`torch.cuda.max_memory_allocated` over the timed steps and warm-up) and parameters. The official code
+is imported from its own folder (never part of this repository); its unused `fairscale` import is satisfied by an
+empty module. Writes benchmarks/results/<card>/app_throughput.{json,md} (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import types
+from pathlib import Path
+
+import timm
+import torch
+
+from benchmarks.machine import machine_info
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def ours_biformer_tiny() -> torch.nn.Module:
+    from apps.biformer.model import VARIANTS, BiFormer
+
+    return BiFormer(**VARIANTS["tiny"], num_classes=1000)
+
+
+def official_biformer_tiny(repo: Path) -> torch.nn.Module:
+    """BiFormer-T from the official repository's folder (`models/biformer.py`, `ops/bra_legacy.py`)."""
+    checkpoint = types.ModuleType("fairscale.nn.checkpoint")
+    checkpoint.checkpoint_wrapper = lambda module, *args, **kwargs: module  # only used with use_checkpoint_stages
+    for name, module in {
+        "fairscale": types.ModuleType("fairscale"),
+        "fairscale.nn": types.ModuleType("fairscale.nn"),
+        "fairscale.nn.checkpoint": checkpoint,
+    }.items():
+        sys.modules.setdefault(name, module)
+    sys.path.insert(0, str(repo))
+    from models.biformer import biformer_tiny  # noqa: PLC0415 (the official folder is on the path only now)
+
+    return biformer_tiny(num_classes=1000)
+
+
+def measure(model: torch.nn.Module, batch: int, steps: int, warmup: int, compile_model: bool) -> dict:
+    model = model.cuda().train()
+    params = sum(p.numel() for p in model.parameters())
+    step_model = torch.compile(model) if compile_model else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    images = torch.randn(batch, 3, 224, 224, device="cuda")
+    labels = torch.randint(0, 1000, (batch,), device="cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(step_model(images), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats()
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {
+        "images_per_s": round(batch * steps / seconds, 1),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "params_m": round(params / 1e6, 3),
+    }
+
+
+def main(argv: list[str] = ()) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", type=Path, help="folder of the official BiFormer repository")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--models", nargs="+", help="only the models whose names contain one of these words")
+    parser.add_argument("--out", type=Path, help="folder for the json and md (default benchmarks/results/<card>)")
+    args = parser.parse_args(list(argv))
+    if not torch.cuda.is_available():
+        print("app_throughput: needs CUDA; skipped")
+        return
+    torch.backends.cudnn.benchmark = True
+    builders = {"biformer_tiny (ours)": ours_biformer_tiny}
+    if args.official:
+        builders["biformer_tiny (official)"] = lambda: official_biformer_tiny(args.official)
+    builders |= {
+        "deit_tiny_patch16_224 (timm)": lambda: timm.create_model("deit_tiny_patch16_224", num_classes=1000),
+        "resnet50 (timm)": lambda: timm.create_model("resnet50", num_classes=1000),
+    }
+    if args.models:
+        builders = {name: build for name, build in builders.items() if any(word in name for word in args.models)}
+    info = machine_info("cuda")
+    device = info["device_name"].lower()
+    out = args.out or RESULTS / next((card for card in ("h100", "h200") if card in device), device.replace(" ", "_"))
+    rows = []
+    for batch in args.batches:
+        for name, build in builders.items():
+            for compiled in (False, True):
+                torch.manual_seed(0)
+                torch._dynamo.reset()
+                try:
+                    row = measure(build(), batch, args.steps, args.warmup, compiled)
+                except Exception as exc:  # noqa: BLE001 - OOM or a failed compile: record it, go on
+                    row = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                rows.append({"model": name, "batch": batch, "compiled": compiled} | row)
+                print(json.dumps(rows[-1]), flush=True)
+                write(out, info, args, rows)  # after every row: a run cut short keeps what it measured
+                torch.cuda.empty_cache()
+    print((out / "app_throughput.md").read_text())
+
+
+def write(out: Path, info: dict, args, rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+    (out / "app_throughput.json").write_text(json.dumps(meta, indent=2) + "\n")
+    lines = ["| model | batch | compiled | images/s | peak GiB | params (M) |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        cells = (r["model"], r["batch"], r["compiled"], r.get("images_per_s", r.get("error")))
+        lines.append("| " + " | ".join(map(str, (*cells, r.get("peak_gib", ""), r.get("params_m", "")))) + " |")
+    (out / "app_throughput.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -73,8 +73,10 @@ def measure(model: torch.nn.Module, batch: int, steps: int, warmup: int, compile
         step()
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    breaks = sum(torch._dynamo.utils.counters["graph_break"].values()) if compile_model else None
     return {
         "images_per_s": round(batch * steps / seconds, 1),
+        "graph_breaks": breaks,
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "params_m": round(params / 1e6, 3),
     }
@@ -111,6 +113,7 @@ def main(argv: list[str] = ()) -> None:
             for compiled in (False, True):
                 torch.manual_seed(0)
                 torch._dynamo.reset()
+                torch._dynamo.utils.counters.clear()
                 try:
                     row = measure(build(), batch, args.steps, args.warmup, compiled)
                 except Exception as exc:  # noqa: BLE001 - OOM or a failed compile: record it, go on
@@ -126,9 +129,10 @@ def write(out: Path, info: dict, args, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     (out / "app_throughput.json").write_text(json.dumps(meta, indent=2) + "\n")
-    lines = ["| model | batch | compiled | images/s | peak GiB | params (M) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | batch | compiled (graph breaks) | images/s | peak GiB | params (M) |", "| --- " * 6 + "|"]
     for r in rows:
-        cells = (r["model"], r["batch"], r["compiled"], r.get("images_per_s", r.get("error")))
+        compiled = f"yes ({r.get('graph_breaks')})" if r["compiled"] else "no"
+        cells = (r["model"], r["batch"], compiled, r.get("images_per_s", r.get("error")))
         lines.append("| " + " | ".join(map(str, (*cells, r.get("peak_gib", ""), r.get("params_m", "")))) + " |")
     (out / "app_throughput.md").write_text("\n".join(lines) + "\n")
 

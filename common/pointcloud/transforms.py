@@ -57,7 +57,7 @@ def random_rotations(kind: str, n: int, axis: str = "z", generator=None, dtype=t
 
 
 def rotate(cloud: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Rotate xyz (and normals, when the last dim is 6) of `cloud` [..., N, 3|6] by `rotation` [..., 3, 3]."""
+    """Rotate xyz (and normals, when the last dim is 6) of `cloud` [*B, N, 3|6] by `rotation` [*B, 3, 3]."""
     rt = rotation.transpose(-1, -2).to(cloud.dtype)
     parts = [cloud[..., :3] @ rt]
     if cloud.shape[-1] == 6:

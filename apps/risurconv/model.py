@@ -293,18 +293,27 @@ def create(
     task: str = "cls",
     num_points: int = 1024,
     num_categories: int | None = None,
+    class_names: list[str] | None = None,
+    category_parts: list[list[int]] | None = None,
     risurconv: dict | None = None,
     risurconv_partseg: dict | None = None,
     pointnet: dict | None = None,
 ) -> nn.Module:
     """The model of `arch` (risurconv | pointnet) for `task` (cls | partseg), with that architecture's options
-    (`risurconv` for classification, `risurconv_partseg`, or `pointnet`)."""
+    (`risurconv` for classification, `risurconv_partseg`, or `pointnet`). `class_names` (the classes, or the
+    object categories for part segmentation) and `category_parts` (each category's part ids) come from the data
+    and ride along on the model for its predictions."""
     check_choice("arch", arch, ("risurconv", "pointnet"))
     check_choice("task", task, ("cls", "partseg"))
+    if task == "partseg" and (num_categories is None or category_parts is None):
+        raise ConfigError("num_categories", num_categories, "the categories and their parts (from the data)")
     if arch == "pointnet":
-        return PointNet(num_classes, num_points, task, num_categories, **dict(pointnet or {}))
-    if task == "partseg":
-        if num_categories is None:
-            raise ConfigError("num_categories", num_categories, "the number of object categories (from the data)")
-        return RISurConvPartSeg(num_classes, num_categories, num_points, **dict(risurconv_partseg or {}))
-    return RISurConvClassifier(num_classes, num_points, **dict(risurconv or {}))
+        model = PointNet(num_classes, num_points, task, num_categories, **dict(pointnet or {}))
+    elif task == "partseg":
+        model = RISurConvPartSeg(num_classes, num_categories, num_points, **dict(risurconv_partseg or {}))
+    else:
+        model = RISurConvClassifier(num_classes, num_points, **dict(risurconv or {}))
+    n = num_categories if task == "partseg" else num_classes
+    model.class_names = list(class_names) if class_names else [str(i) for i in range(n)]
+    model.category_parts = [list(p) for p in category_parts] if category_parts else None
+    return model

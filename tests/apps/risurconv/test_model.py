@@ -17,6 +17,7 @@ from common.pointcloud.transforms import random_so3, rotate
 
 SMALL = {"npoints": [48, 24, 12, 6], "ks": [8, 8, 8, 6]}
 N = 96
+PARTS = [[0, 1], [2], [3]]  # three categories and their part ids
 SMALL_CLS = {**SMALL, "widths": [16, 16, 32, 32, 32], "transformer_heads": 2}
 SMALL_SEG = {**SMALL, "widths": [16, 16, 32, 32], "fp_ks": [8, 8, 8, 8]}
 G = torch.Generator().manual_seed(0)
@@ -57,7 +58,7 @@ def test_pointnet_baseline_is_not_invariant():
 def test_part_logits_follow_their_points():
     """Equivariance where it should hold: each point keeps its part logits when the cloud turns."""
     torch.manual_seed(0)
-    model = create(6, task="partseg", num_categories=3, num_points=N, risurconv_partseg=SMALL_SEG)
+    model = create(6, task="partseg", num_categories=3, num_points=N, category_parts=PARTS, risurconv_partseg=SMALL_SEG)
     model = model.double().eval()
     category = F.one_hot(torch.tensor([0, 2]), 3).double()
     assert relative_change(model, clouds(1), random_so3(10, G, torch.float64), category[:1]) < INVARIANCE_RTOL
@@ -67,7 +68,7 @@ def test_part_logits_follow_their_points():
 @pytest.mark.parametrize("arch", ["risurconv", "pointnet"])
 def test_shapes_gradients_and_export_spec(arch, task):
     options = {"risurconv": SMALL_CLS, "risurconv_partseg": SMALL_SEG}
-    model = create(4, arch=arch, task=task, num_points=N, num_categories=3, **options)
+    model = create(4, arch=arch, task=task, num_points=N, num_categories=3, category_parts=PARTS, **options)
     inputs = model.example_inputs()
     out = model(*inputs)
     assert out.shape == ((2, 4) if task == "cls" else (2, N, 4))

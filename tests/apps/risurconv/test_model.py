@@ -22,7 +22,7 @@ SMALL_CLS = {**SMALL, "widths": [16, 16, 32, 32, 32], "transformer_heads": 2}
 SMALL_SEG = {**SMALL, "widths": [16, 16, 32, 32], "fp_ks": [8, 8, 8, 8]}
 G = torch.Generator().manual_seed(0)
 # Float64 round-off through ~20 layers stays near 1e-14 relative; 1e-9 leaves room and still fails on any real
-# dependence on orientation (PointNet's changes are O(1)). The issue's target is 1e-4.
+# dependence on orientation (an untrained PointNet's: ~2e-2). The issue's target is 1e-4.
 INVARIANCE_RTOL = 1e-9
 
 
@@ -50,9 +50,11 @@ def test_classifier_logits_are_invariant_under_100_random_rotations():
 
 
 def test_pointnet_baseline_is_not_invariant():
+    """Untrained on random clouds its logits move by ~2e-2 relative (max-pooling over random points blurs
+    orientation); 1e-3 is far above round-off and below that."""
     torch.manual_seed(0)
     model = create(5, arch="pointnet", num_points=N).double().eval()
-    assert relative_change(model, clouds(), random_so3(10, G, torch.float64)) > 1e-2
+    assert relative_change(model, clouds(), random_so3(10, G, torch.float64)) > 1e-3
 
 
 def test_part_logits_follow_their_points():

@@ -80,3 +80,18 @@ def test_evaluate_export_load_predict(trained, tmp_path):
     result = json.loads((out / "prediction.json").read_text())
     assert len(result["top5"]) == 5 and np.isclose(sum(r["prob"] for r in result["top5"]), 1.0, atol=0.5)
     assert (out / "prediction.png").is_file()
+
+
+@pytest.mark.slow
+def test_part_segmentation_trains_through_the_config(tmp_path):
+    partseg = [
+        *TINY[:6],
+        "data.task=partseg",
+        "model.risurconv_partseg.npoints=[32,16,8,4]",
+        "model.risurconv_partseg.ks=[8,8,8,4]",
+        "model.risurconv_partseg.fp_ks=[8,8,8,4]",
+        "callbacks.progress_bar=null",
+    ]
+    run_cli("train", *partseg, root=tmp_path)
+    metrics = json.loads(next((tmp_path / "runs" / "risurconv").glob("2*/metrics.json")).read_text())
+    assert set(metrics["test"]) >= {"miou_z", "miou_so3", "class_miou_z", "class_miou_so3", "acc_z"}

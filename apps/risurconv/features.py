@@ -9,13 +9,26 @@ the tangent plane), so it does not change either.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from common.pointcloud.ops import gather_points
+from common.pointcloud.ops import full_precision, gather_points
 
 EPS = 1e-7  # the official code's epsilon in unit vectors: a zero vector stays zero, never NaN
+
+
+def geometry(fn):
+    """Run `fn` on at least float32 tensors with autocast off: under bf16 mixed precision the eigen-solver has no
+    bf16 kernel and products of coordinates would lose the precision the invariance rests on."""
+
+    @functools.wraps(fn)
+    def wrapper(*tensors: torch.Tensor):
+        with torch.autocast(tensors[0].device.type, enabled=False):
+            return fn(*full_precision(*tensors))
+
+    return wrapper
 
 
 def unit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -59,6 +72,7 @@ def _edge(x1, n1, x2, n2):
     return -dot(u, n1), dot(u, n2), length
 
 
+@geometry
 def risp_features(
     xyz: torch.Tensor, normals: torch.Tensor, centres: torch.Tensor, centre_normals: torch.Tensor, idx: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +107,7 @@ def risp_features(
     return feats, idx
 
 
+@geometry
 def lra(local: torch.Tensor) -> torch.Tensor:
     """Local reference axis [B, S, 3] of offsets `local` [B, S, k, 3]: the eigenvector of the smallest eigenvalue
     of the covariance weighted by (max distance - distance), as the official group-all stage.

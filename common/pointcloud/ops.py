@@ -17,11 +17,20 @@ def gather_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return out.reshape(*idx.shape, c)
 
 
+def full_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Floating tensors in at least float32 (float64 stays; integer ones pass), for geometry that must not run in
+    bf16/fp16."""
+    return tuple(t.to(torch.promote_types(t.dtype, torch.float32)) if t.is_floating_point() else t for t in tensors)
+
+
 def square_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances [B, S, N] between a [B, S, 3] and b [B, N, 3], clamped at 0.
 
-    The expanded form |a|^2 + |b|^2 - 2 a.b keeps memory at O(S N) instead of O(S N 3)."""
-    d = (a * a).sum(-1, keepdim=True) + (b * b).sum(-1).unsqueeze(1) - 2 * a @ b.transpose(1, 2)
+    The expanded form |a|^2 + |b|^2 - 2 a.b keeps memory at O(S N) instead of O(S N 3). Autocast is off: in
+    bf16 the matrix product would rank neighbours by 3 significant digits."""
+    with torch.autocast(a.device.type, enabled=False):
+        a, b = full_precision(a, b)
+        d = (a * a).sum(-1, keepdim=True) + (b * b).sum(-1).unsqueeze(1) - 2 * a @ b.transpose(1, 2)
     return d.clamp_min(0)
 
 

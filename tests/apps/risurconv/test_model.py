@@ -128,3 +128,22 @@ def test_lra_is_the_flattest_axis_and_rotates_with_the_cloud():
     assert abs(float(axis[0, 0, 2])) > 0.99
     r = random_so3(1, G, torch.float64)[0]
     torch.testing.assert_close(lra(local @ r.T), axis @ r.T, rtol=0, atol=1e-10)
+
+
+def test_geometry_keeps_full_precision_under_bf16_autocast():
+    """trainer=gpu trains in bf16-mixed: neighbour search, RISP and the LRA must still run in float32 (CPU autocast
+    stands in for CUDA's here), so the features are the float32 ones and the eigen-solver gets no bf16 input."""
+    pts = clouds(1, 200).float()
+    xyz, normals = pts[..., :3], pts[..., 3:]
+    centres, cn = xyz[:, :10], normals[:, :10]
+    idx = knn(centres, xyz, 12)[1]
+    want, _ = risp_features(xyz, normals, centres, cn, idx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(knn(centres, xyz, 12)[1], idx)
+        got, _ = risp_features(xyz, normals, centres, cn, idx)
+        axis = lra(xyz.unsqueeze(1) - xyz.mean(1, keepdim=True).unsqueeze(2))
+    assert got.dtype == torch.float32 and axis.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    model = create(4, num_points=N, risurconv=SMALL_CLS).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(model(clouds(2).float())).all()

@@ -124,8 +124,10 @@ class ExportMixin:
         inputs = {"points": {"shape": ["B", self.num_points, 6], "dtype": "float32"}}
         if getattr(self, "task", "cls") == "partseg":
             inputs["category"] = {"shape": ["B", self.num_categories], "dtype": "float32"}
-            return {"inputs": inputs, "outputs": {"logits": {"shape": ["B", self.num_points, self.num_classes]}}}
-        return {"inputs": inputs, "outputs": {"logits": {"shape": ["B", self.num_classes]}}}
+            logits = {"shape": ["B", self.num_points, self.num_classes], "dtype": "float32"}
+        else:
+            logits = {"shape": ["B", self.num_classes], "dtype": "float32"}
+        return {"inputs": inputs, "outputs": {"logits": logits}}
 
 
 class RISurConvClassifier(ExportMixin, nn.Module):

@@ -36,6 +36,7 @@ MECHANISMS: dict[str, str] = {
     "gaussian": "common.attention.gaussian:GaussianAdaptiveAttention",
     "inline": "common.attention.inline:InLineAttention",
     "rcmha": "common.attention.rcmha:RelativeConvAttention",
+    "offset": "common.attention.offset:OffsetAttention",
 }
 
 

@@ -18,6 +18,7 @@ if __name__ == "__main__":  # before torch and Lightning load: a mistyped app= i
     refuse_unknown_app(sys.argv[1:])
 
 import json
+import re
 import traceback
 from pathlib import Path
 
@@ -58,6 +59,17 @@ def _dynamic_shapes(spec: dict) -> dict:
             if isinstance(d, str)
         } or None
     return shapes
+
+
+def onnx_failure_reason(exc: Exception) -> str:
+    """The line of an ONNX export error that names what failed: the first line of the exporter's "Exception
+    summary" (e.g. "No ONNX function found for aten._linalg_eigh"), else the last line that is not boilerplate."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "".join(traceback.format_exception_only(type(exc), exc)))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "## Exception summary" in lines and lines.index("## Exception summary") + 1 < len(lines):
+        return lines[lines.index("## Exception summary") + 1][:500]
+    meaningful = [line for line in lines if not line.startswith("(Refer to")]
+    return (meaningful or lines or [type(exc).__name__])[-1][:500]
 
 
 def export_onnx(
@@ -144,7 +156,7 @@ def export(ckpt: Path, out: Path) -> Path:
             graph = export_onnx(model, inputs, spec, tmp / "model.onnx", opset, check_inputs)
         except Exception as exc:  # any ONNX failure falls back to torch.export, and says why
             (tmp / "model.onnx").unlink(missing_ok=True)
-            why = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1][:500]
+            why = onnx_failure_reason(exc)
             graph = export_pt2(model, inputs, spec, tmp / "model.pt2") | {"why_not_onnx": why}
         info = {
             "app": run_cfg.app_name,

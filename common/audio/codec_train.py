@@ -2,9 +2,10 @@
 
 API:
 - `train_codec(corpus_dir, out_dir, steps=2000, batch_size=16, segment_seconds=1.0, lr=2e-3, max_utterances=600,
-  seed=0, log_every=0, **codec_kwargs) -> Codec`: trains on random one-second crops of the corpus's `train` split
-  and writes `out_dir/codec.safetensors` (weights and codebooks, never pickle) and `out_dir/codec.json` (the
-  constructor's arguments and a training record). Wrap it in `common.data.cache.build_once` to train it once.
+  seed=0, log_every=0, device="cpu", **codec_kwargs) -> Codec`: trains on random one-second crops of the corpus's
+  `train` split and writes `out_dir/codec.safetensors` (weights and codebooks, never pickle) and
+  `out_dir/codec.json` (the constructor's arguments and a training record).
+  Wrap it in `common.data.cache.build_once` to train it once.
 - `save_codec(codec, out_dir, record)`, `load_codec(dir) -> Codec` (eval mode; `DatasetError` naming the codec card
   for a missing or malformed folder, `WeightsError` naming the tensor for weights that do not fit).
 - `codec_loss(codec, wave, n_used) -> (loss, parts)`: L1 on log-magnitude + L1 on log-mel + 0.25 x commitment.
@@ -77,6 +78,7 @@ def train_codec(
     max_utterances: int = 600,
     seed: int = 0,
     log_every: int = 0,
+    device: str = "cpu",
     **codec_kwargs,
 ) -> Codec:
     """Train a codec on the corpus's train split and save it to `out_dir` (see the module docstring)."""
@@ -84,7 +86,7 @@ def train_codec(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     codec_kwargs.setdefault("sample_rate", read_corpus_info(corpus_dir)["sample_rate"])
-    codec = Codec(**codec_kwargs).train()
+    codec = Codec(**codec_kwargs).to(device).train()
     waves = _training_waves(corpus_dir, codec.sample_rate, max_utterances, rng)
     length = int(segment_seconds * codec.sample_rate)
     optimizer = torch.optim.AdamW(codec.parameters(), lr=lr, weight_decay=0.0)
@@ -95,7 +97,7 @@ def train_codec(
     start, history = time.time(), []
     for step in range(steps):
         n_used = int(rng.integers(1, codec.n_q + 1)) if rng.random() < 0.5 else None
-        loss, parts = codec_loss(codec, _crops(waves, batch_size, length, rng), n_used)
+        loss, parts = codec_loss(codec, _crops(waves, batch_size, length, rng).to(device), n_used)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
@@ -107,7 +109,7 @@ def train_codec(
     record = {"steps": steps, "batch_size": batch_size, "segment_seconds": segment_seconds, "lr": lr, "seed": seed,
               "utterances": len(waves), "train_seconds": round(time.time() - start, 1),
               "final_mel_l1": round(float(np.mean(history[-50:])), 4)}  # fmt: skip
-    save_codec(codec, out_dir, record)
+    save_codec(codec.cpu(), out_dir, record)
     return codec.eval()
 
 

@@ -174,7 +174,7 @@ class Codec(nn.Module):
     def log_mel(self, magnitude: torch.Tensor) -> torch.Tensor:
         return (self.mel_basis @ magnitude).clamp(min=LOG_FLOOR).log()
 
-    def _batch(self, wave) -> torch.Tensor:
+    def as_batch(self, wave) -> torch.Tensor:
         wave = torch.as_tensor(wave, dtype=torch.float32, device=self.mel_basis.device)
         return wave[None] if wave.dim() == 1 else wave
 
@@ -186,14 +186,14 @@ class Codec(nn.Module):
 
     def reconstruct(self, wave: torch.Tensor, n_used: int | None = None):
         """Training pass: predicted and true log-magnitudes [B, n_bins, F] and the commitment loss."""
-        log_mel, log_magnitude = self.log_spectra(self._batch(wave))
+        log_mel, log_magnitude = self.log_spectra(self.as_batch(wave))
         quantised, commitment = self.quantizer(self._latent(log_mel), n_used)
         return self._decode(quantised), log_magnitude, commitment
 
     @torch.no_grad()
     def encode(self, wave) -> torch.Tensor:
         """Codes [B, frames, n_q] int64 of `wave` [T] or [B, T] at `sample_rate` (frames: `frames_of(T)`)."""
-        log_mel, _ = self.log_spectra(self._batch(wave))
+        log_mel, _ = self.log_spectra(self.as_batch(wave))
         return self.quantizer.codes(self._latent(log_mel))
 
     @torch.no_grad()

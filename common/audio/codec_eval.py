@@ -30,15 +30,15 @@ DB = 20 / math.log(10)  # natural-log amplitude -> decibels
 
 @torch.no_grad()
 def log_mel_distance(codec: Codec, reference, other) -> float:
-    a, _ = codec.log_spectra(codec._batch(reference))
-    b, _ = codec.log_spectra(codec._batch(other))
+    a, _ = codec.log_spectra(codec.as_batch(reference))
+    b, _ = codec.log_spectra(codec.as_batch(other))
     n = min(a.shape[-1], b.shape[-1])
     return float((a[..., :n] - b[..., :n]).abs().mean()) * DB
 
 
 @torch.no_grad()
 def mean_spectrum_baseline(codec: Codec, wave) -> np.ndarray:
-    _, log_magnitude = codec.log_spectra(codec._batch(wave))
+    _, log_magnitude = codec.log_spectra(codec.as_batch(wave))
     constant = log_magnitude.exp().mean(-1, keepdim=True).log().expand_as(log_magnitude)
     return codec.spectrum_to_wave(constant)[0].cpu().numpy()
 
@@ -46,7 +46,7 @@ def mean_spectrum_baseline(codec: Codec, wave) -> np.ndarray:
 @torch.no_grad()
 def _resyntheses(codec: Codec, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(Griffin-Lim of the true magnitude, codec decode of the codec's codes) of one wave."""
-    _, log_magnitude = codec.log_spectra(codec._batch(wave))
+    _, log_magnitude = codec.log_spectra(codec.as_batch(wave))
     vocoded = codec.spectrum_to_wave(log_magnitude)[0]
     coded = codec.decode(codec.encode(wave))[0]
     return vocoded.cpu().numpy(), coded.cpu().numpy()

@@ -1,7 +1,7 @@
 """Training, saving and loading the speech codec (`common.audio.codec.Codec`).
 
 API:
-- `train_codec(corpus_dir, out_dir, steps=2000, batch_size=16, segment_seconds=1.0, lr=2e-3, max_utterances=600,
+- `train_codec(corpus_dir, out_dir, steps=1500, batch_size=16, segment_seconds=1.0, lr=2e-3, max_utterances=600,
   seed=0, log_every=0, device="cpu", **codec_kwargs) -> Codec`: trains on random one-second crops of the corpus's
   `train` split and writes `out_dir/codec.safetensors` (weights and codebooks, never pickle) and
   `out_dir/codec.json` (the constructor's arguments and a training record).
@@ -71,7 +71,7 @@ def _crops(waves, batch_size: int, length: int, rng) -> torch.Tensor:
 def train_codec(
     corpus_dir: str | Path,
     out_dir: str | Path,
-    steps: int = 2000,
+    steps: int = 1500,
     batch_size: int = 16,
     segment_seconds: float = 1.0,
     lr: float = 2e-3,

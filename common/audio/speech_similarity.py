@@ -6,7 +6,8 @@ API:
   is left out.
 - `VoiceEmbedder.fit(waves, voices, sample_rate) -> VoiceEmbedder`: learns the corpus mean and the within-class
   covariance normalisation (WCCN, Hatch et al. 2006): the whitening of the average within-voice covariance, so
-  that directions a voice varies along from sentence to sentence count little. `embed(wave) -> [57]`,
+  that directions a voice varies along from sentence to sentence count little. `VoiceEmbedder.from_corpus(corpus_dir,
+  split="train", per_voice=40, seed=0)` fits it on the speech corpus. `embed(wave) -> [57]`,
   `profile(waves) -> [57]` (the mean of unit embeddings: a voice from several utterances),
   `similarity(wave_a, wave_b_or_list) -> float` (cosine in [-1, 1]), `save(path)` / `VoiceEmbedder.load(path)`
   (safetensors).
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from common.audio.io import load_audio
+from common.audio.speech import CARD, read_corpus_info, read_manifest
 from common.errors import WeightsError
 
 N_MFCC, ACTIVE_DB = 20, 35
@@ -59,6 +62,20 @@ class VoiceEmbedder:
         within += RIDGE * np.trace(within) / len(within) * np.eye(len(within))
         values, vectors = np.linalg.eigh(within)
         return cls(mean, vectors / np.sqrt(values), sample_rate)  # x -> W^-1/2 x, up to a rotation
+
+    @classmethod
+    def from_corpus(cls, corpus_dir, split: str = "train", per_voice: int = 40, seed: int = 0) -> VoiceEmbedder:
+        """Fitted on up to `per_voice` random utterances of each voice of a split of the speech corpus."""
+        utterances = read_manifest(corpus_dir, split)
+        order = np.random.default_rng(seed).permutation(len(utterances))
+        chosen, counts = [], {}
+        for u in (utterances[i] for i in order):
+            if counts.setdefault(u.voice, 0) < per_voice:
+                counts[u.voice] += 1
+                chosen.append(u)
+        rate = read_corpus_info(corpus_dir)["sample_rate"]
+        waves = [load_audio(u.path, rate, card=CARD) for u in chosen]
+        return cls.fit(waves, [u.voice for u in chosen], rate)
 
     def embed(self, wave: np.ndarray) -> np.ndarray:
         return (mfcc_statistics(wave, self.sample_rate) - self.mean) @ self.transform

@@ -41,7 +41,7 @@ def _spectral_errors(codec, waves):
     """Log-mel L1 (dB) of the codec's decoded spectrum and of the trivial baseline, against the true spectrum."""
     codec_db, baseline_db = [], []
     for wave in waves:
-        _, log_magnitude = codec.log_spectra(codec._batch(wave))
+        _, log_magnitude = codec.log_spectra(codec.as_batch(wave))
         true = codec.log_mel(log_magnitude.exp())
         decoded = codec.log_mel(codec.decode_spectrum(codec.encode(wave)).exp())
         constant = codec.log_mel(log_magnitude.exp().mean(-1, keepdim=True))
@@ -64,7 +64,7 @@ def test_griffin_lim_inverts_a_true_spectrum(corpus):  # noqa: F811
     # (measured about 1 dB on the corpus, codec card), far from the constant-spectrum baseline's 10+ dB.
     codec = Codec(**SMALL)
     wave = load_audio(read_manifest(corpus, "val")[0].path, codec.sample_rate)
-    _, log_magnitude = codec.log_spectra(codec._batch(wave))
+    _, log_magnitude = codec.log_spectra(codec.as_batch(wave))
     vocoded = codec.spectrum_to_wave(log_magnitude)[0]
     assert log_mel_distance(codec, wave, vocoded) < 2.0
     assert log_mel_distance(codec, wave, mean_spectrum_baseline(codec, wave)) > 5.0

@@ -10,8 +10,7 @@ from tests.common.audio.test_speech import corpus  # noqa: F401 (the shared tiny
 
 @pytest.fixture(scope="module")
 def embedder(corpus):  # noqa: F811
-    train = read_manifest(corpus, "train")
-    return VoiceEmbedder.fit([load_audio(u.path, 16000) for u in train], [u.voice for u in train], 16000)
+    return VoiceEmbedder.from_corpus(corpus)  # the 2 training voices' 3 train sentences each
 
 
 def test_same_voice_scores_above_other_voices(corpus, embedder):  # noqa: F811

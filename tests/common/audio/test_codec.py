@@ -18,7 +18,12 @@ SMALL = dict(channels=48, dim=16, n_q=3, codebook_size=32)
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("codec")
-    train_codec(corpus, out, steps=150, batch_size=8, segment_seconds=0.5, lr=3e-3, **SMALL)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: a second thread only adds synchronisation, ruinous on a busy machine
+    try:
+        train_codec(corpus, out, steps=150, batch_size=8, segment_seconds=0.5, lr=3e-3, **SMALL)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

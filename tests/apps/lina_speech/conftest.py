@@ -31,3 +31,39 @@ def batch():
     codes = [torch.randint(0, CODEBOOK, (n, N_Q), generator=gen) for n in (9, 5)]
     audio_in, target = collate_codes(codes)
     return text, audio_in, target, codes
+
+
+def synthetic_table(out, n_sentences: int = 48, seed: int = 0):
+    """A token table whose codes are a function of the text: each character c becomes two frames with codes
+    (3c + j, 5c + 7j + voice offset) mod 16, j = 0, 1. The voice offset (0, 4 for the training voices a, b;
+    9 for the held-out voice c) only moves quantizer 1. Text -> speech is learnable only through the
+    cross-attention (a unigram model cannot), and a voice is a constant shift that an initial state can hold."""
+    from apps.lina_speech.table import Utterance, write_table
+
+    gen = torch.Generator().manual_seed(seed)
+    offsets = {"a": 0, "b": 4, "c": 9}
+    utterances = []
+    for s in range(n_sentences):
+        chars = torch.randint(3, 12, (int(torch.randint(3, 7, (1,), generator=gen)),), generator=gen)
+        split = "train" if s < n_sentences * 3 // 4 else ("val" if s % 2 else "test")
+        for voice, offset in offsets.items():
+            j = torch.arange(2)
+            codes = torch.stack(
+                [
+                    ((3 * chars[:, None] + j) % CODEBOOK).flatten(),
+                    ((5 * chars[:, None] + 7 * j + offset) % CODEBOOK).flatten(),
+                ],
+                dim=1,
+            )
+            text = "".join(chr(ord("a") + int(c)) for c in chars)
+            utterances.append(
+                Utterance(f"{voice}{s}", voice, str(s), "ist" if voice == "c" else split, text, chars, codes)
+            )
+    meta = {"n_q": N_Q, "codebook_size": CODEBOOK, "frame_rate": 50.0, "sample_rate": 16000, "text_vocab": 12}
+    write_table(out, meta, utterances)
+    return out
+
+
+@pytest.fixture(scope="session")
+def table_dir(tmp_path_factory):
+    return synthetic_table(tmp_path_factory.mktemp("lina_table"))

@@ -189,58 +189,68 @@ class LinaSpeech(nn.Module):
         return [codes[i, valid[i]] for i in range(codes.shape[0])]
 
     # ---- the exported graph -----------------------------------------------------------------------------
-    def forward(self, *inputs):
-        """arch=gla: one decoding step (token [B, 1, n_q], memory [B, S, dim], mask [B, S], time_step [],
-        state [2 n_layer, B, H, K, V], pos_state [B, 1, Kp, Vp]) -> (logits [B, n_q, vocab], state, pos_state).
-        arch=transformer: the teacher-forced logits (text [B, S], audio_in [B, T, n_q]) -> [B, T, n_q, vocab]."""
-        if self.arch == "transformer":
-            return self.logits(*inputs)
-        token, memory, mask, time_step, state, pos_state = inputs
-        states = [*state[: self.n_layer], pos_state, *state[self.n_layer :]]
-        logits, new = self.decode(token, memory, mask, states, time_step, step=True)
-        main = torch.stack([*new[: self.n_layer], *new[self.n_layer + 1 :]])
-        return logits[:, 0], main, new[self.n_layer]
+    def _unpack(self, state: torch.Tensor, pos_state: torch.Tensor) -> list:
+        """Stacked states -> the per-block list of `decode` (GLA matrices, or (keys, values) caches)."""
+        main = list(state) if self.arch == "gla" else [(s[0], s[1]) for s in state]
+        pos = pos_state if self.arch == "gla" else (pos_state[0], pos_state[1])
+        return [*main[: self.n_layer], pos, *main[self.n_layer :]]
+
+    def _pack(self, states: list) -> tuple[torch.Tensor, torch.Tensor]:
+        as_tensor = (lambda s: s) if self.arch == "gla" else torch.stack
+        main = [as_tensor(s) for i, s in enumerate(states) if i != self.n_layer]
+        return torch.stack(main), as_tensor(states[self.n_layer])
+
+    def forward(self, token, memory, mask, time_step, state, pos_state):
+        """One decoding step, the deployment graph: token [B, 1, n_q], memory [B, S, dim] and mask [B, S] (the
+        text encoder's), time_step [] (the step's index), the stacked states -> (logits [B, n_q, vocab], the
+        states after the step). GLA: state [2 n_layer, B, H, K, V], pos_state [B, 1, Kp, Vp] (constant size);
+        transformer: state [2 n_layer, 2, B, H, M, D] (keys and values of M past steps; M + 1 after),
+        pos_state [2, B, 1, M, Dp]."""
+        logits, new = self.decode(token, memory, mask, self._unpack(state, pos_state), time_step, step=True)
+        return (logits[:, 0], *self._pack(new))
+
+    def step_inputs(self, b: int, s: int, t: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """Inputs of `forward` at step t for b random texts of s tokens (the last one 2 shorter), the states
+        those of t steps of a random prefix."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            memory, _ = self.text_encoder(torch.randint(1, self.text_vocab, (b, s), generator=gen))
+            mask = torch.ones(b, s, dtype=torch.bool)
+            mask[-1, -2:] = False
+            prefix = torch.randint(NUM_SPECIALS, self.vocab, (b, t + 1, self.n_q), generator=gen)
+            _, states = self.decode(prefix[:, :t], memory, mask)
+        return (prefix[:, t:], memory, mask, torch.tensor(t), *self._pack(states))
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator().manual_seed(0)
-        b, s = 2, 7
-        if self.arch == "transformer":
-            text = torch.randint(1, self.text_vocab, (b, s), generator=gen)
-            return text, torch.randint(NUM_SPECIALS, self.vocab, (b, 5, self.n_q), generator=gen)
-        mixer = self.encoder[0].mixer
-        memory, _ = self.text_encoder(torch.randint(1, self.text_vocab, (b, s), generator=gen))
-        mask = torch.ones(b, s, dtype=torch.bool)
-        mask[1, -2:] = False
-        token = torch.randint(NUM_SPECIALS, self.vocab, (b, 1, self.n_q), generator=gen)
-        state = 0.1 * torch.randn(2 * self.n_layer, *mixer.state_shape(b), generator=gen)
-        pos_state = 0.1 * torch.randn(*self.cross_att.pos_net.mixer.state_shape(b), generator=gen)
-        return token, memory.detach(), mask, torch.tensor(3), state, pos_state
+        return self.step_inputs(2, 7, 3)
+
+    def export_check_inputs(self) -> list[tuple[torch.Tensor, ...]]:
+        """Other batch, text and step sizes than traced (the dynamic dims)."""
+        return [self.step_inputs(3, 11, 6, seed=1)]
 
     def export_spec(self) -> dict:
-        if self.arch == "transformer":
-            return {
-                "inputs": {
-                    "text": {"shape": ["B", "S"], "dtype": "int64"},
-                    "audio_in": {"shape": ["B", "T", self.n_q], "dtype": "int64"},
-                },
-                "outputs": {"logits": {"shape": ["B", "T", self.n_q, self.vocab], "dtype": "float32"}},
-            }
-        _, h, k, v = self.encoder[0].mixer.state_shape()
-        _, hp, kp, vp = self.cross_att.pos_net.mixer.state_shape()
-        state = {"shape": [2 * self.n_layer, "B", h, k, v], "dtype": "float32"}
-        pos_state = {"shape": ["B", hp, kp, vp], "dtype": "float32"}
+        _, _, _, _, state, pos_state = self.example_inputs()
+        if self.arch == "gla":
+            main_shape, pos_shape = [state.shape[0], "B", *state.shape[2:]], ["B", *pos_state.shape[1:]]
+            next_main, next_pos = main_shape, pos_shape
+        else:  # the caches grow by one step
+            main_shape = [*state.shape[:2], "B", state.shape[3], "M", state.shape[5]]
+            pos_shape = [2, "B", 1, "M", pos_state.shape[-1]]
+            next_main = [*main_shape[:4], "M + 1", main_shape[5]]
+            next_pos = [2, "B", 1, "M + 1", pos_state.shape[-1]]
+        f32 = "float32"
         return {
             "inputs": {
                 "token": {"shape": ["B", 1, self.n_q], "dtype": "int64"},
-                "memory": {"shape": ["B", "S", self.norm.normalized_shape[0]], "dtype": "float32"},
+                "memory": {"shape": ["B", "S", self.norm.normalized_shape[0]], "dtype": f32},
                 "mask": {"shape": ["B", "S"], "dtype": "bool"},
                 "time_step": {"shape": [], "dtype": "int64"},
-                "state": state,
-                "pos_state": pos_state,
+                "state": {"shape": main_shape, "dtype": f32},
+                "pos_state": {"shape": pos_shape, "dtype": f32},
             },
             "outputs": {
-                "logits": {"shape": ["B", self.n_q, self.vocab], "dtype": "float32"},
-                "next_state": state,
-                "next_pos_state": pos_state,
+                "logits": {"shape": ["B", self.n_q, self.vocab], "dtype": f32},
+                "next_state": {"shape": next_main, "dtype": f32},
+                "next_pos_state": {"shape": next_pos, "dtype": f32},
             },
         }

@@ -110,15 +110,19 @@ def test_streaming_matches_generate_and_sampling_is_seeded(batch):
     assert whole.shape == (12, N_Q) and len(set(whole[:, 0].tolist())) > 1  # sampled, not constant
 
 
-def test_exported_step_equals_decode():
+@pytest.mark.parametrize("arch", ["gla", "transformer"])
+def test_exported_step_equals_decode(arch):
     """The exported graph is one decoding step with the states stacked: same logits and states as `decode`."""
-    model = tiny().float()
+    model = tiny(arch).float()
     token, memory, mask, t, state, pos_state = model.example_inputs()
-    want, new = model.decode(token, memory, mask, [state[0], pos_state, state[1]], int(t), step=True)
+    states = model._unpack(state, pos_state)
+    want, new = model.decode(token, memory, mask, states, int(t), step=True)
     logits, next_state, next_pos = model(token, memory, mask, t, state, pos_state)
     torch.testing.assert_close(logits, want[:, 0])
-    torch.testing.assert_close(next_state, torch.stack([new[0], new[2]]))
-    torch.testing.assert_close(next_pos, new[1])
+    for got, expected in zip(model._unpack(next_state, next_pos), new):
+        torch.testing.assert_close(got, expected)
+    if arch == "transformer":
+        assert next_state.shape[-2] == state.shape[-2] + 1  # the cache grew by the step
 
 
 def test_bad_arguments():

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", required=True, help="export folder of a trained lina_speech (arch=gla)")
-    parser.add_argument("--voice", required=True, help="a held-out voice of the token table (split 'ist')")
+    parser.add_argument("--voice", required=True, help="a held-out voice of the token table (split 'ist_train')")
     parser.add_argument("--out", required=True, help="the voice file to write (.safetensors)")
     parser.add_argument("--data-dir", default="data/lina_speech", help="the embedded data folder (data.data_dir)")
     parser.add_argument("--tokens", default=None, help="a token table folder instead of the embedded one")
@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     source = {"source": "tokens", "root": args.tokens} if args.tokens else {"source": "embedded"}
     dm = LinaSpeechDataModule(data_dir=args.data_dir, **source)
     dm.setup("fit")
-    utterances = dm.utterances("ist", args.voice)
+    utterances = dm.utterances("ist_train", args.voice)
     if not utterances:
-        raise ConfigError("--voice", args.voice, f"one of the held-out voices {dm.table.voices('ist')}")
+        raise ConfigError("--voice", args.voice, f"one of the held-out voices {dm.table.voices('ist_train')}")
     voice, losses = tune_voice(model, dm.loader(utterances, shuffle=True, batch_size=args.batch_size), args.steps)
     voice.save(args.out)
     print(f"{len(utterances)} utterances of {args.voice}: loss {losses[0]:.3f} -> {losses[-1]:.3f}; wrote {args.out}")

@@ -2,9 +2,10 @@
 
 On disk, one folder: `table.json` (format version, n_q, codebook_size, frame_rate, sample_rate, text_vocab, and
 per utterance: id, voice, sentence, split, text, text_ids, frames) and `codes.npy` (all utterances' codes
-concatenated along time, [sum of frames, n_q], int32, in the order of `table.json`). Splits: train, val
-(held-out sentences of the training voices, for model selection), test (other held-out sentences), ist
-(held-out voices, for initial-state tuning).
+concatenated along time, [sum of frames, n_q], int32, in the order of `table.json`). Splits (the corpus's,
+`common.audio.speech`): train, val (held-out sentences of the training voices, for model selection), test
+(other held-out sentences); ist_train, ist_val, ist_test: the same sentence splits read by held-out voices,
+for initial-state tuning (on ist_train) and its judgement (on ist_test).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from common.errors import DatasetError
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test", "ist")
+SPLITS = ("train", "val", "test", "ist_train", "ist_val", "ist_test")
 META_KEYS = ("n_q", "codebook_size", "frame_rate", "sample_rate", "text_vocab")
 EXPECTED = (
     "a token table folder: table.json (version, n_q, codebook_size, frame_rate, sample_rate, text_vocab, "

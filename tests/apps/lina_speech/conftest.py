@@ -57,7 +57,7 @@ def synthetic_table(out, n_sentences: int = 48, seed: int = 0):
             )
             text = "".join(chr(ord("a") + int(c)) for c in chars)
             utterances.append(
-                Utterance(f"{voice}{s}", voice, str(s), "ist" if voice == "c" else split, text, chars, codes)
+                Utterance(f"{voice}{s}", voice, str(s), ("ist_" if voice == "c" else "") + split, text, chars, codes)
             )
     meta = {"n_q": N_Q, "codebook_size": CODEBOOK, "frame_rate": 50.0, "sample_rate": 16000, "text_vocab": 12}
     write_table(out, meta, utterances)

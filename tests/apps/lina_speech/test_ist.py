@@ -20,14 +20,14 @@ def test_ist_changes_only_the_states_and_fits_the_voice(table_dir, tmp_path):
     dm = LinaSpeechDataModule(source="tokens", root=str(table_dir))
     dm.setup("fit")
     model = tiny().float()
-    batches = list(dm.loader(dm.utterances("ist", "c"), shuffle=False, batch_size=4))
+    tune = dm.loader(dm.utterances("ist_train", "c"), shuffle=False, batch_size=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    voice, losses = tune_voice(model, batches[:4], steps=15, grad_accumulation=1)
+    voice, losses = tune_voice(model, tune, steps=15, grad_accumulation=1)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
-    # Held-out utterances of the voice (not the ones tuned on): the states carry what the voice shares.
-    held_out = batches[4:]
+    # Held-out sentences of the voice (not the ones tuned on): the states carry what the voice shares.
+    held_out = list(dm.loader(dm.utterances("ist_test", "c"), shuffle=False, batch_size=4))
     assert _loss(model, held_out, voice) < _loss(model, held_out)
     path = tmp_path / "voice.safetensors"
     voice.save(path)

@@ -110,7 +110,13 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
     # ---- what the model and module need ------------------------------------------------------------
     def model_kwargs(self) -> dict:
         meta = self._ready().meta
-        return {"n_q": meta["n_q"], "codebook_size": meta["codebook_size"], "text_vocab": meta["text_vocab"]}
+        codec = self.codec_dir()
+        return {
+            "n_q": meta["n_q"],
+            "codebook_size": meta["codebook_size"],
+            "text_vocab": meta["text_vocab"],
+            "codec_dir": None if codec is None else str(codec),
+        }
 
     def unigram_counts(self) -> torch.Tensor:
         """Counts [n_q, vocab] of the training targets (ignored ones left out): the unigram baseline."""

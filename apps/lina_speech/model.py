@@ -43,6 +43,7 @@ class LinaSpeech(nn.Module):
         expand_k, expand_v: GLA key and value widths over dim (Lina: 1 and 2).
         chunk_size: GLA chunk length when training (torch form; the Triton kernel uses 64).
         top_k, temperature: sampling of quantizer 0; max_frames: generation cap (then stop is forced).
+        codec_dir: the folder of the codec whose codes the model speaks (for predict; no weights of it here).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class LinaSpeech(nn.Module):
         top_k: int = 100,
         temperature: float = 1.0,
         max_frames: int = 1000,
+        codec_dir: str | None = None,
     ):
         super().__init__()
         check_choice("arch", arch, ARCHS)
@@ -74,6 +76,7 @@ class LinaSpeech(nn.Module):
         self.n_q, self.codebook_size, self.vocab = n_q, codebook_size, codebook_size + NUM_SPECIALS
         self.text_vocab, self.arch, self.n_layer = text_vocab, arch, n_layer
         self.top_k, self.temperature, self.max_frames = top_k, temperature, max_frames
+        self.codec_dir = codec_dir
         mixer = "gla" if arch == "gla" else "softmax"
 
         def block(width: int, heads: int) -> MixingBlock:

@@ -2,7 +2,7 @@
 
 Sources: `source=embedded` (default) builds, once each, into `data_dir`: the synthetic speech corpus (espeak-ng
 and flite voices reading fortunes; `common.audio.speech`), the codec trained on its training split
-(`common.audio.codec`), and the token table of every utterance encoded by that codec (see `embedded.py`).
+(`common.audio.codec_train`), and the token table of every utterance encoded by that codec (see `embedded.py`).
 `source=tokens` reads a token table at `root` made with another codec (the `model.codec=` route of the
 issue: any codec whose codes are [frames, n_q] integers).
 

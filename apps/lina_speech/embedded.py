@@ -1,7 +1,7 @@
 """The embedded dataset, built once each into `data_dir`: speech corpus -> codec -> token table.
 
     corpus-<hash>/   common.audio.speech.build_speech_corpus (espeak-ng + flite voices reading fortunes)
-    codec-<hash>/    common.audio.codec.train_codec on that corpus (the first `make train` trains it)
+    codec-<hash>/    common.audio.codec_train.train_codec on that corpus (the first `make train` trains it)
     tokens-<hash>/   every utterance encoded by the codec, with its text ids (table.py)
 
 Each folder's name carries a hash of the options that made it (and of the folders it was made from), so a
@@ -30,7 +30,7 @@ def _tag(name: str, *parts) -> str:
 
 def encode_corpus(corpus_dir: Path, codec_dir: Path, out: Path) -> None:
     """Write the token table of every utterance of the corpus through the codec."""
-    from common.audio.codec import load_codec
+    from common.audio.codec_train import load_codec
 
     codec = load_codec(codec_dir)
     tokenizer = CharTokenizer()
@@ -53,7 +53,7 @@ def encode_corpus(corpus_dir: Path, codec_dir: Path, out: Path) -> None:
 
 def build_embedded(data_dir: Path, corpus_options: dict, codec_options: dict) -> dict[str, Path]:
     """The corpus, codec and token-table folders under `data_dir`, each built once."""
-    from common.audio.codec import train_codec
+    from common.audio.codec_train import train_codec
 
     data_dir = Path(data_dir)
     corpus_tag = _tag("corpus", corpus_options)

@@ -45,7 +45,7 @@ def read_text(path: Path) -> str:
 def load_model_codec(model: LinaSpeech):
     if model.codec_dir is None:
         raise ConfigError("model.codec_dir", None, "the codec folder of the model's tokens, to turn codes into sound")
-    from common.audio.codec import load_codec
+    from common.audio.codec_train import load_codec
 
     return load_codec(model.codec_dir)
 

@@ -43,7 +43,7 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         batch_size, num_workers: the loaders'.
     """
 
-    DATASETS = {"espeak_fortunes": "espeak_fortunes_speech", "codec_tokens": "lina_codec"}
+    DATASETS = {"espeak_fortunes": "espeak_fortunes_speech", "codec_tokens": "lina_token_table"}
 
     def __init__(
         self,

@@ -5,7 +5,9 @@
     tokens-<hash>/   every utterance encoded by the codec, with its text ids (table.py)
 
 Each folder's name carries a hash of the options that made it (and of the folders it was made from), so a
-changed option builds a new folder instead of reusing a stale one; `build_once` makes each atomic.
+changed option builds a new folder instead of reusing a stale one; `build_once` makes each atomic. The codec
+folder also names its corpus (`lina_corpus.json`), so that a model, which knows its codec folder, finds its
+corpus and token table again (`corpus_of`, `tokens_of`: initial-state tuning and the judge use them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from common.audio.io import load_audio
 from common.audio.speech import build_speech_corpus, read_manifest
 from common.audio.text import CharTokenizer
 from common.data.cache import build_once
+
+CORPUS_LINK = "lina_corpus.json"
 
 
 def _tag(name: str, *parts) -> str:
@@ -51,14 +55,26 @@ def encode_corpus(corpus_dir: Path, codec_dir: Path, out: Path) -> None:
     write_table(out, meta, rows)
 
 
+def corpus_of(codec_dir: str | Path) -> Path:
+    codec_dir = Path(codec_dir)
+    return codec_dir.parent / json.loads((codec_dir / CORPUS_LINK).read_text())["corpus"]
+
+
+def tokens_of(codec_dir: str | Path) -> Path:
+    return Path(codec_dir).parent / _tag("tokens", Path(codec_dir).name)
+
+
 def build_embedded(data_dir: Path, corpus_options: dict, codec_options: dict) -> dict[str, Path]:
     """The corpus, codec and token-table folders under `data_dir`, each built once."""
     from common.audio.codec_train import train_codec
 
+    def build_codec(out: Path) -> None:
+        train_codec(corpus, out, **codec_options)
+        (out / CORPUS_LINK).write_text(json.dumps({"corpus": corpus.name}) + "\n")
+
     data_dir = Path(data_dir)
     corpus_tag = _tag("corpus", corpus_options)
     corpus = build_once(data_dir / corpus_tag, lambda out: build_speech_corpus(out, **corpus_options))
-    codec_tag = _tag("codec", corpus_tag, codec_options)
-    codec = build_once(data_dir / codec_tag, lambda out: train_codec(corpus, out, **codec_options))
-    tokens = build_once(data_dir / _tag("tokens", codec_tag), lambda out: encode_corpus(corpus, codec, out))
+    codec = build_once(data_dir / _tag("codec", corpus_tag, codec_options), build_codec)
+    tokens = build_once(tokens_of(codec), lambda out: encode_corpus(corpus, codec, out))
     return {"corpus": corpus, "codec": codec, "tokens": tokens}

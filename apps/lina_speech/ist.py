@@ -6,7 +6,9 @@ gradient accumulation 4) on a few minutes of the target voice while every weight
 The states then replace the zero state at the start of generation. A voice file is a small safetensors file
 (k.i, v.i per layer, rank and scale in its metadata); for the default model, rank 4 is ~20 KB.
 
-    python -m apps.lina_speech.ist --export exports/lina_speech --voice <held-out voice> --out voice.safetensors
+    python -m apps.lina_speech.ist --export exports/lina_speech --voice flite:rms --out rms.safetensors
+
+The voice's utterances come from the token table of the model's codec (the embedded one), or `--tokens <folder>`.
 """
 
 from __future__ import annotations
@@ -107,21 +109,22 @@ def tune_voice(
 
 def main(argv: list[str] | None = None) -> None:
     from apps.lina_speech.data import LinaSpeechDataModule
+    from apps.lina_speech.embedded import tokens_of
     from common.pipeline.export import load
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", required=True, help="export folder of a trained lina_speech (arch=gla)")
     parser.add_argument("--voice", required=True, help="a held-out voice of the token table (split 'ist_train')")
     parser.add_argument("--out", required=True, help="the voice file to write (.safetensors)")
-    parser.add_argument("--data-dir", default="data/lina_speech", help="the embedded data folder (data.data_dir)")
-    parser.add_argument("--tokens", default=None, help="a token table folder instead of the embedded one")
+    parser.add_argument("--tokens", default=None, help="a token table folder (default: the model codec's)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=2)
     args = parser.parse_args(argv)
     model = load(args.export)
-    source = {"source": "tokens", "root": args.tokens} if args.tokens else {"source": "embedded"}
-    dm = LinaSpeechDataModule(data_dir=args.data_dir, **source)
+    if not (args.tokens or model.codec_dir):
+        raise ConfigError("--tokens", None, "the token table folder (the model was not trained on the embedded one)")
+    dm = LinaSpeechDataModule(source="tokens", root=str(args.tokens or tokens_of(model.codec_dir)))
     dm.setup("fit")
     utterances = dm.utterances("ist_train", args.voice)
     if not utterances:

@@ -6,7 +6,7 @@ voice engine (pocketsphinx hears flite far better than espeak-ng). Then initial-
 (its `ist_train` utterances): similarity of speech generated for its `ist_test` sentences to its own recordings,
 untuned vs tuned, and the tuned speech's WER. Writes a JSON of everything.
 
-    python -m apps.lina_speech.judge --export exports/lina_speech --data-dir data/lina_speech --out judge.json
+    python -m apps.lina_speech.judge --export exports/lina_speech --out judge.json
 """
 
 from __future__ import annotations
@@ -69,12 +69,12 @@ def ist_table(model, codec, dm, corpus_utts, voice: str, n_sentences: int, steps
 
 
 def main(argv: list[str] | None = None) -> None:
+    from apps.lina_speech.embedded import corpus_of, tokens_of
     from common.audio.speech import read_manifest
     from common.pipeline.export import load
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", required=True)
-    parser.add_argument("--data-dir", default="data/lina_speech")
     parser.add_argument("--sentences", type=int, default=20)
     parser.add_argument("--voice", default=None, help="held-out voice for IST (default: the first)")
     parser.add_argument("--ist-steps", type=int, default=100)
@@ -83,11 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = load(args.export)
     codec = load_model_codec(model)
-    dm = LinaSpeechDataModule(data_dir=args.data_dir)
+    dm = LinaSpeechDataModule(source="tokens", root=str(tokens_of(model.codec_dir)))
     dm.setup("fit")
-    from apps.lina_speech.embedded import build_embedded
-
-    corpus_utts = read_manifest(build_embedded(dm.data_dir, dm.corpus_options, dm.codec_options)["corpus"])
+    corpus_utts = read_manifest(corpus_of(model.codec_dir))
     result = {"wer": wer_table(model, codec, corpus_utts, args.sentences, args.seed)}
     print(json.dumps(result), flush=True)
     voice = args.voice or dm.table.voices("ist_train")[0]

@@ -48,22 +48,31 @@ def wer_table(model, codec, corpus_utts, n_sentences: int, seed: int) -> dict:
     return result
 
 
-def ist_table(model, codec, dm, corpus_utts, voice: str, n_sentences: int, steps: int, seed: int) -> dict:
-    """Similarity to a held-out voice's recordings of its generated test sentences, untuned vs tuned."""
-    from common.audio.speaker import similarity
+def voice_embedder(corpus_utts, rate: int, per_voice: int = 40):
+    """`common.audio.speech_similarity.VoiceEmbedder` (MFCC statistics + WCCN) fitted on the training voices."""
+    from common.audio.speech_similarity import VoiceEmbedder
 
+    train = [u for u in corpus_utts if u.split == "train"]
+    chosen = [u for v in sorted({u.voice for u in train}) for u in [t for t in train if t.voice == v][:per_voice]]
+    return VoiceEmbedder.fit([load_audio(u.path, rate) for u in chosen], [u.voice for u in chosen], rate)
+
+
+def ist_table(model, codec, dm, corpus_utts, voice: str, n_sentences: int, steps: int, seed: int) -> dict:
+    """Similarity of generated test sentences to a held-out voice's recordings (its voice profile over all its
+    ist_test recordings), untuned vs tuned, and their WER."""
     tune = dm.loader(dm.utterances("ist_train", voice), shuffle=True, batch_size=2)
     start = time.perf_counter()
     tuned, losses = tune_voice(model, tune, steps=steps, seed=seed)
     seconds = time.perf_counter() - start
     refs = [u for u in corpus_utts if u.voice == voice and u.split == "ist_test"][:n_sentences]
     rate = codec.sample_rate
+    embedder = voice_embedder(corpus_utts, rate)
+    recordings = [load_audio(u.path, rate) for u in refs]
     out = {"voice": voice, "ist_steps": steps, "ist_seconds": seconds, "ist_loss": [losses[0], losses[-1]]}
     for name, states in (("untuned", None), ("tuned", tuned)):
         gen = torch.Generator().manual_seed(seed)
         waves = [synthesize(model, u.text, codec, states, gen)[0] for u in refs]
-        scores = [similarity(w, load_audio(u.path, rate), rate) for w, u in zip(waves, refs)]
-        out[f"similarity_{name}"] = float(np.mean(scores))
+        out[f"similarity_{name}"] = float(np.mean([embedder.similarity(w, recordings) for w in waves if len(w)]))
         out[f"wer_{name}"] = word_error_rate([u.text for u in refs], transcribe_many(waves, rate))
     return out
 

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--n-q", type=int, default=2)
+    parser.add_argument("--n-q", type=int, default=4)
     parser.add_argument("--codebook-size", type=int, default=256)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """(slow) The embedded route end to end at a tiny size: corpus (espeak-ng + flite) -> codec -> token table -> train
 through Hydra -> export -> predict a text file to a wav with the real codec -> tune a held-out voice -> predict
-with it. Minutes on 2 CPU cores: the corpus and the codec are built for real."""
+with it -> the judge (WER, IST similarity). Minutes on 2 CPU cores: the corpus and the codec are built for real."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from apps.lina_speech.ist import main as ist_main
+from apps.lina_speech.judge import main as judge_main
 from apps.lina_speech.predict import predict
 from common.audio.io import load_audio
 from common.pipeline.export import load
@@ -53,3 +54,9 @@ def test_embedded_train_export_predict_ist(tmp_path):
     assert voice.stat().st_size < 100_000
     with_voice = predict(model, text, tmp_path / "out_voice", spec={}, voice=str(voice))
     assert with_voice["wav"].is_file()
+
+    report = tmp_path / "judge.json"
+    judge_main(["--export", str(export_dir), "--sentences", "2", "--ist-steps", "2", "--out", str(report)])
+    result = json.loads(report.read_text())
+    assert result["wer"]["sentences"] == 2 and {"original_flite", "codec_flite"} <= set(result["wer"])
+    assert -1 <= result["ist"]["similarity_tuned"] <= 1 and result["ist"]["voice"] == "flite:rms"

@@ -17,9 +17,10 @@ from common.errors import DatasetError
 VOICES, HELDOUT = ("flite:kal16", "espeak:en-us+f5"), ("flite:slt,int_f0_target_mean=200",)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    target = tmp_path_factory.mktemp("speech") / "corpus"
+    """Three voices x seven sentences (3 train, 2 val, 2 test): shared by the audio tests, built once a session."""
+    target = tmp_path_factory.getbasetemp() / "speech_corpus"
     return build_once(
         target, lambda d: build_speech_corpus(d, VOICES, HELDOUT, n_sentences=7, n_val=2, n_test=2, workers=1)
     )

@@ -196,15 +196,27 @@ class GatedLinearAttention(Mechanism):
         *,
         state: torch.Tensor | None = None,
         return_state: bool = False,
+        mode: str | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """x: [B, T, C] -> [B, T, C] (and the final state [B, H, K, V] when `return_state`)."""
+        """x: [B, T, C] -> [B, T, C] (and the final state [B, H, K, V] when `return_state`).
+
+        `mode` overrides the layer's mode for this call (same result): a decoder trains chunked and
+        generates one token at a time with "recurrent", which skips the chunk padding.
+        """
         q, k, v = (proj(x).unflatten(-1, (self.num_heads, -1)) for proj in (self.q_proj, self.k_proj, self.v_proj))
         g = F.logsigmoid(self.gk_proj(x)).unflatten(-1, (self.num_heads, -1)) / self.gate_logit_normalizer
         if mask is not None:  # masked tokens: no write (k = 0), no decay (g = 0)
             keep = mask.to(x.dtype)[:, :, None, None]
             k, g = k * keep, g * keep
         o, final = gla(
-            q, k, v, g, initial_state=state, output_final_state=return_state, mode=self.mode, chunk_size=self.chunk_size
+            q,
+            k,
+            v,
+            g,
+            initial_state=state,
+            output_final_state=return_state,
+            mode=mode or self.mode,
+            chunk_size=self.chunk_size,
         )  # o: [B, T, H, V]
         o = self.o_norm(o) * F.silu(self.g_proj(x)).unflatten(-1, (self.num_heads, -1))
         out = self.o_proj(o.flatten(2))

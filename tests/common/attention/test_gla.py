@@ -152,6 +152,20 @@ def test_module_state_carry_and_initial_state_tuning(x64, checks, mode):
     assert state.grad is not None and torch.isfinite(state.grad).all() and state.grad.abs().sum() > 0
 
 
+def test_mode_override_per_call(x64, checks):
+    """A chunked layer stepped token by token with mode="recurrent" gives its chunked output and state."""
+    module = _gla(mode="chunked", chunk_size=4)
+    y_full, s_full = module(x64, return_state=True)
+    state, steps = None, []
+    for t in range(x64.shape[1]):
+        y, state = module(x64[:, t : t + 1], state=state, return_state=True, mode="recurrent")
+        steps.append(y)
+    torch.testing.assert_close(torch.cat(steps, dim=1), y_full, **checks.TOL)
+    torch.testing.assert_close(state, s_full, **checks.TOL)
+    with pytest.raises(ConfigError, match="mode"):
+        module(x64, mode="fused")
+
+
 def test_errors():
     with pytest.raises(ConfigError, match="causal"):
         build("gla", DIM, HEADS, causal=False)

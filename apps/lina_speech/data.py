@@ -1,0 +1,146 @@
+"""Lina-Speech's data: a token table (text ids + codec codes per utterance, see table.py) in batches.
+
+Sources: `source=embedded` (default) builds, once each, into `data_dir`: the synthetic speech corpus (espeak-ng
+and flite voices reading fortunes; `common.audio.speech`), the codec trained on its training split
+(`common.audio.codec_train`), and the token table of every utterance encoded by that codec (see `embedded.py`).
+`source=tokens` reads a token table at `root` made with another codec (the `model.codec=` route of the
+issue: any codec whose codes are [frames, n_q] integers).
+
+Batches are dicts: `text [B, S]` (0-padded ids), `audio_in [B, D, n_q]` and `target [B, D, n_q]` (the delay
+pattern of tokens.py, D = longest + n_q; inputs padded with PAD, targets with BOS = ignored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from apps.lina_speech.table import SPLITS, TokenTable, Utterance, read_table
+from apps.lina_speech.tokens import BOS, NUM_SPECIALS, collate_codes, pad_batch
+from common.data.cards import DataCardMixin
+from common.data.loaders import SplitDataLoaders
+from common.errors import ConfigError, DatasetError, check_choice, check_range
+
+SOURCES = ("embedded", "tokens")
+
+
+def collate(utterances: list[Utterance]) -> dict[str, torch.Tensor]:
+    audio_in, target = collate_codes([u.codes for u in utterances])
+    return {"text": pad_batch([u.text_ids for u in utterances], 0), "audio_in": audio_in, "target": target}
+
+
+class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModule):
+    """Token-table batches for the language model, and the held-out voices for initial-state tuning.
+
+    Args:
+        source: "embedded" or "tokens" (a token table folder at `root`).
+        data_dir: where the embedded corpus, codec and tokens are built once.
+        corpus, codec: options of the embedded corpus and codec builders (embedded.py).
+        max_frames: longer utterances are left out of every split (the paper crops at its context length).
+        batch_size, num_workers: the loaders'.
+    """
+
+    DATASETS = {"espeak_fortunes": "espeak_fortunes_speech", "codec_tokens": "lina_token_table"}
+
+    def __init__(
+        self,
+        source: str = "embedded",
+        root: str | None = None,
+        data_dir: str = "data/lina_speech",
+        corpus: dict | None = None,
+        codec: dict | None = None,
+        max_frames: int = 600,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        check_choice("source", source, SOURCES)
+        check_range("max_frames", max_frames, 1)
+        check_range("batch_size", batch_size, 1)
+        check_range("num_workers", num_workers, 0)
+        if source == "tokens" and not root:
+            raise ConfigError("root", root, "the token table folder when source=tokens")
+        self.source, self.root, self.data_dir = source, root, Path(data_dir)
+        self.corpus_options, self.codec_options = dict(corpus or {}), dict(codec or {})
+        self.max_frames, self.batch_size, self.num_workers = int(max_frames), int(batch_size), int(num_workers)
+        self.table: TokenTable | None = None
+
+    @property
+    def dataset_name(self) -> str:
+        return "espeak_fortunes" if self.source == "embedded" else "codec_tokens"
+
+    def table_dir(self) -> Path:
+        if self.source == "tokens":
+            return Path(self.root)
+        from apps.lina_speech.embedded import build_embedded  # the audio stack, only for the embedded corpus
+
+        return build_embedded(self.data_dir, self.corpus_options, self.codec_options)["tokens"]
+
+    def codec_dir(self) -> Path | None:
+        """The embedded codec's folder (None for a user's token table: its codec is the user's)."""
+        if self.source == "tokens":
+            return None
+        from apps.lina_speech.embedded import build_embedded
+
+        return build_embedded(self.data_dir, self.corpus_options, self.codec_options)["codec"]
+
+    def prepare_data(self) -> None:
+        self.table_dir()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.table is not None:
+            return
+        table = read_table(self.table_dir(), card=self.card)
+        table.utterances = [u for u in table.utterances if 0 < u.codes.shape[0] <= self.max_frames]
+        for split in ("train", "val"):
+            if not table.split(split):
+                raise DatasetError(
+                    self.table_dir(), f"utterances of at most {self.max_frames} frames in split {split!r}", self.card
+                )
+        self.table = table
+
+    def _ready(self) -> TokenTable:
+        if self.table is None:
+            raise RuntimeError("LinaSpeechDataModule.setup() has not been called")
+        return self.table
+
+    # ---- what the model and module need ------------------------------------------------------------
+    def model_kwargs(self) -> dict:
+        meta = self._ready().meta
+        codec = self.codec_dir()
+        return {
+            "n_q": meta["n_q"],
+            "codebook_size": meta["codebook_size"],
+            "text_vocab": meta["text_vocab"],
+            "codec_dir": None if codec is None else str(codec),
+        }
+
+    def unigram_counts(self) -> torch.Tensor:
+        """Counts [n_q, vocab] of the training targets (ignored ones left out): the unigram baseline."""
+        meta = self._ready().meta
+        counts = torch.zeros(meta["n_q"], meta["codebook_size"] + NUM_SPECIALS)
+        for u in self._ready().split("train"):
+            target = collate_codes([u.codes])[1][0]  # [D, n_q]
+            for q in range(meta["n_q"]):
+                t = target[:, q]
+                counts[q] += torch.bincount(t[t != BOS], minlength=counts.shape[1]).float()
+        return counts
+
+    def utterances(self, split: str, voice: str | None = None) -> list[Utterance]:
+        check_choice("split", split, SPLITS)
+        return self._ready().split(split, voice)
+
+    def loader(self, utterances: list[Utterance], shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        return DataLoader(
+            utterances,
+            batch_size=batch_size or self.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+        )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return self.loader(self.utterances(split), shuffle)

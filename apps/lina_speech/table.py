@@ -1,0 +1,101 @@
+"""The token table: every utterance of a corpus as text ids and codec codes, the language model's whole dataset.
+
+On disk, one folder: `table.json` (format version, n_q, codebook_size, frame_rate, sample_rate, text_vocab, and
+per utterance: id, voice, sentence, split, text, text_ids, frames) and `codes.npy` (all utterances' codes
+concatenated along time, [sum of frames, n_q], int32, in the order of `table.json`). Splits (the corpus's,
+`common.audio.speech`): train, val (held-out sentences of the training voices, for model selection), test
+(other held-out sentences); ist_train, ist_val, ist_test: the same sentence splits read by held-out voices,
+for initial-state tuning (on ist_train) and its judgement (on ist_test).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import DatasetError
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test", "ist_train", "ist_val", "ist_test")
+META_KEYS = ("n_q", "codebook_size", "frame_rate", "sample_rate", "text_vocab")
+EXPECTED = (
+    "a token table folder: table.json (version, n_q, codebook_size, frame_rate, sample_rate, text_vocab, "
+    "utterances with id, voice, sentence, split, text, text_ids, frames) and codes.npy [sum frames, n_q] int"
+)
+
+
+@dataclass
+class Utterance:
+    id: str
+    voice: str
+    sentence: str
+    split: str
+    text: str
+    text_ids: torch.Tensor  # [S] int64
+    codes: torch.Tensor  # [frames, n_q] int64
+
+
+@dataclass
+class TokenTable:
+    meta: dict
+    utterances: list[Utterance]
+
+    def split(self, name: str, voice: str | None = None) -> list[Utterance]:
+        return [u for u in self.utterances if u.split == name and (voice is None or u.voice == voice)]
+
+    def voices(self, split: str) -> list[str]:
+        return sorted({u.voice for u in self.utterances if u.split == split})
+
+
+def write_table(out: Path, meta: dict, utterances: list[Utterance]) -> None:
+    rows = [
+        {
+            "id": u.id,
+            "voice": u.voice,
+            "sentence": u.sentence,
+            "split": u.split,
+            "text": u.text,
+            "text_ids": u.text_ids.tolist(),
+            "frames": int(u.codes.shape[0]),
+        }
+        for u in utterances
+    ]
+    codes = np.concatenate([u.codes.numpy().astype(np.int32) for u in utterances])
+    np.save(out / "codes.npy", codes, allow_pickle=False)
+    (out / "table.json").write_text(json.dumps({"version": FORMAT_VERSION, **meta, "utterances": rows}) + "\n")
+
+
+def read_table(folder: Path, card: str | None = None) -> TokenTable:
+    """Read a token table folder; anything malformed raises DatasetError naming the file."""
+    folder = Path(folder)
+    try:
+        info = json.loads((folder / "table.json").read_text())
+        codes = np.load(folder / "codes.npy", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DatasetError(folder, EXPECTED, card=card, problem=str(e)) from e
+    missing = [k for k in ("version", *META_KEYS, "utterances") if k not in info]
+    frames = [int(r.get("frames", -1)) for r in info.get("utterances", [])]
+    problem = None
+    if missing:
+        problem = f"table.json lacks {missing}"
+    elif codes.ndim != 2 or codes.shape[1] != info["n_q"] or sum(frames) != codes.shape[0]:
+        problem = f"codes.npy has shape {codes.shape}; table.json says {sum(frames)} frames of {info['n_q']}"
+    elif codes.size and (codes.min() < 0 or codes.max() >= info["codebook_size"]):
+        problem = f"codes outside 0..{info['codebook_size'] - 1}"
+    elif any(r.get("split") not in SPLITS for r in info["utterances"]):
+        problem = f"a split outside {SPLITS}"
+    if problem:
+        raise DatasetError(folder, EXPECTED, card=card, problem=problem)
+    codes = torch.from_numpy(codes.astype(np.int64))
+    starts = np.concatenate([[0], np.cumsum(frames)])
+    utterances = [
+        Utterance(
+            r["id"], r["voice"], str(r["sentence"]), r["split"], r["text"], torch.tensor(r["text_ids"]), codes[a:b]
+        )
+        for r, a, b in zip(info["utterances"], starts[:-1], starts[1:])
+    ]
+    return TokenTable({k: info[k] for k in META_KEYS}, utterances)

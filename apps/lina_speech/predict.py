@@ -26,12 +26,16 @@ MAX_CHARS = 400
 EXPECTED = f"a UTF-8 text file of English text, 1 to {MAX_CHARS} characters once normalised"
 
 
-def read_text(path: Path) -> str:
-    """The normalised text of a user's file (InputError for empty, unspeakable or unreadable text)."""
-    try:
-        raw = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, EXPECTED, problem=f"cannot read text ({type(e).__name__})") from None
+def read_text(path: Path | str) -> str:
+    """The normalised text of a user's file, or of literal text given as a string (`make predict input="Hello."`);
+    InputError for empty, unspeakable or unreadable text."""
+    if isinstance(path, str):
+        raw = path
+    else:
+        try:
+            raw = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(path, EXPECTED, problem=f"cannot read text ({type(e).__name__})") from None
     if not raw.strip():
         raise InputError(path, EXPECTED, problem="empty text")
     text = normalize(raw)
@@ -78,7 +82,7 @@ def spectrogram_figure(wave: np.ndarray, sample_rate: int, title: str, path: Pat
     return save_figure(fig, path)
 
 
-def predict(model: LinaSpeech, input_path: Path, out_dir: Path, spec: dict, voice: str | None = None) -> dict:
+def predict(model: LinaSpeech, input_path: Path | str, out_dir: Path, spec: dict, voice: str | None = None) -> dict:
     text = read_text(input_path)
     codec = load_model_codec(model)
     tuned = load_voice(voice, model) if voice else None

@@ -1,4 +1,6 @@
-"""`make predict app=NAME input=PATH [export=DIR]` (`export_dir=DIR` here): run an export folder on a user's file.
+"""`make predict app=NAME input=PATH [export=DIR] [ARGS="option=VALUE"]` (`export_dir=DIR` here): run an export
+folder on a user's file (or, for an app whose config says `predict_text_input: true`, on literal text). Options a
+predictor takes (nestedmorph's `fixed`, dmer's `adapt`, lina_speech's `voice`) are top-level keys of its app config.
 
 Needs only the export folder (no checkpoint, no training config): the model is rebuilt from
 `model.yaml` + `model.safetensors`, and the app's predictor reads the file and writes the result. The
@@ -15,6 +17,7 @@ from common.pipeline.runs import refuse_unknown_app
 if __name__ == "__main__":  # before torch and Lightning load: a mistyped app= is answered at once
     refuse_unknown_app(sys.argv[1:])
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,14 +41,28 @@ def app_predictor(app: str) -> Callable:
     return safe_instantiate(cfg.predictor, section="predictor", allowed=APP_TARGETS, source=source)
 
 
-def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path) -> dict:
-    export_dir, input_path, out_dir = Path(export_dir), Path(input_path), Path(out_dir)
+def predictor_options(predictor: Callable, cfg) -> dict:
+    """The predictor's own keyword options (its parameters after model, input_path, out_dir, spec) from the config's
+    top-level keys of the same names, which the app's config declares with null defaults (`ARGS="fixed=PATH"`)."""
+    names = list(inspect.signature(predictor).parameters)[4:]
+    return {name: cfg.get(name) for name in names if cfg.get(name) is not None}
+
+
+def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path, cfg=None) -> dict:
+    """Run the export at `export_dir` on `input_path`. `cfg`: the predict config (the predictor's options, and
+    whether the app takes literal text as input: `predict_text_input: true` in the app's config)."""
+    cfg = cfg or {}
+    export_dir, out_dir = Path(export_dir), Path(out_dir)
     info = read_info(export_dir)
-    if not input_path.exists():
-        raise InputError(input_path, "an existing file", problem="input not found")
+    if not Path(input_path).exists():
+        if not cfg.get("predict_text_input", False):
+            raise InputError(input_path, "an existing file", problem="input not found")
+    else:
+        input_path = Path(input_path)
     model = load(export_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return app_predictor(info["app"])(model, input_path, out_dir, info)
+    predictor = app_predictor(info["app"])
+    return predictor(model, input_path, out_dir, info, **predictor_options(predictor, cfg))
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="predict")
@@ -53,7 +70,7 @@ def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path)
 def main(cfg: DictConfig) -> None:
     export_dir = cfg.export_dir or Path(cfg.paths.exports_dir) / cfg.app_name
     out_dir = cfg.out or HydraConfig.get().runtime.output_dir
-    written = predict(export_dir, cfg.input, out_dir)
+    written = predict(export_dir, cfg.input, out_dir, cfg)
     print("\nwritten:")
     for name, path in written.items():
         print(f"  {name}: {path}")

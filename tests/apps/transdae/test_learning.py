@@ -29,10 +29,10 @@ def test_learns_tissue_classes(tmp_path):
     model = create("transdae", **dm.model_kwargs(), dims=(8, 16, 32), depths=(1, 1, 1), channel_heads=4)
     module = TransDAEModule(
         model,
-        optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-4),
+        optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=1e-4),  # the default's optimiser
         scheduler=lambda opt, total_steps: PolyLR(opt, total_steps),
     )
-    trainer = _trainer(max_epochs=6, limit_val_batches=0)
+    trainer = _trainer(max_epochs=20, limit_val_batches=0)  # 200 steps
     trainer.fit(module, datamodule=dm)
     test = trainer.test(module, datamodule=dm, verbose=False)[0]
     print({k: round(v, 3) for k, v in test.items()})

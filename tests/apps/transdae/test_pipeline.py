@@ -1,7 +1,7 @@
 """TransDAE through the real Hydra CLI with tiny limits: train on the embedded MNI152 slices (a 32 x 32 grid, a
 tiny model, a few steps) -> run folder with the overlay plots -> evaluate -> export (ONNX checked by onnxruntime)
--> load -> predict a NIfTI volume (labels on the input's grid and affine) and a PNG slice; bad files give a clean
-InputError (exit status 2)."""
+-> load -> predict a NIfTI volume (labels on the input's grid and affine) and a PNG slice (bad files:
+test_predict.py)."""
 
 from __future__ import annotations
 
@@ -67,10 +67,9 @@ def test_train_eval_export_predict(tmp_path):
     affine[:3, 3] = (40.0, -20.0, 5.0)
     nib.save(nib.Nifti1Image(volume, affine), tmp_path / "brain.nii.gz")
     Image.fromarray((volume[..., 3] * 255).astype(np.uint8)).save(tmp_path / "slice.png")
-    (tmp_path / "flat.nii.gz").write_bytes(b"not a nifti")
     out_nii, out_png = tmp_path / "pred_nii", tmp_path / "pred_png"
     export = f"export_dir={export_dir}"
-    nii, png = side_by_side(
+    side_by_side(
         lambda: run_cli("predict", "app=transdae", f"input={tmp_path / 'brain.nii.gz'}", export, f"out={out_nii}",
                         root=tmp_path),
         lambda: run_cli("predict", "app=transdae", f"input={tmp_path / 'slice.png'}", export, f"out={out_png}",
@@ -81,18 +80,3 @@ def test_train_eval_export_predict(tmp_path):
     assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2, 3}
     assert (out_nii / "overlay.png").is_file() and "classes" in json.loads((out_nii / "prediction.json").read_text())
     assert np.asarray(Image.open(out_png / "labels.png")).shape == (20, 24) and (out_png / "overlay.png").is_file()
-
-    bad, empty = side_by_side(
-        lambda: run_cli("predict", "app=transdae", f"input={tmp_path / 'flat.nii.gz'}", export, root=tmp_path / "c",
-                        check=False),
-        lambda: run_cli("predict", "app=transdae", f"input={_empty(tmp_path)}", export, root=tmp_path / "d",
-                        check=False),
-    )  # fmt: skip
-    assert bad.returncode == 2 and "unreadable NIfTI" in bad.stdout + bad.stderr
-    assert empty.returncode == 2 and "empty" in empty.stdout + empty.stderr
-
-
-def _empty(tmp_path):
-    path = tmp_path / "empty.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), path)
-    return path

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from apps.transdae.predict import predict
+from common.errors import InputError
 
 
 class Threshold(nn.Module):
@@ -42,3 +44,14 @@ def test_png_slice(tmp_path):
     written = predict(Threshold(), tmp_path / "s.png", tmp_path / "out")
     labels = np.asarray(Image.open(written["labels"]))
     assert labels.shape == (30, 50) and (labels == (image > 128)).mean() > 0.95
+
+
+def test_bad_files_are_named_input_errors(tmp_path):
+    (tmp_path / "flat.nii.gz").write_bytes(b"not a nifti")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "empty.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4)), tmp_path / "flat2d.nii.gz")
+    (tmp_path / "notes.txt").write_text("hello")
+    for name, problem in [("flat.nii.gz", "unreadable NIfTI"), ("empty.nii.gz", "empty"), ("flat2d.nii.gz", "not 3-D"),
+                          ("notes.txt", "cannot read image")]:  # fmt: skip
+        with pytest.raises(InputError, match=problem):
+            predict(Threshold(), tmp_path / name, tmp_path / "out")

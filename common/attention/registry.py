@@ -18,6 +18,7 @@ MECHANISMS: dict[str, str] = {
     "softmax": "common.attention.softmax:SoftmaxAttention",
     "efficient": "common.attention.efficient:EfficientAttention",
     "channel": "common.attention.channel:ChannelAttention",
+    "cross_efficient": "common.attention.cross_efficient:EfficientCrossAttention",
     "linear": "common.attention.linear:LinearAttention",
     "favor": "common.attention.favor:FavorAttention",
     "gla": "common.attention.gla:GatedLinearAttention",

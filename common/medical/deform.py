@@ -19,7 +19,7 @@ MIN_JACOBIAN = 0.2  # a drawn field is shrunk until det(I + grad u) >= this ever
 
 
 def draw_field(size: int, max_voxels: float, control: int = 6, generator: torch.Generator | None = None):
-    """A random smooth displacement [3, size, size, size] (voxels), largest |u| = max_voxels, never folding.
+    """A random smooth displacement [3, size, size, size] (voxels), largest |u| <= max_voxels, never folding.
 
     Drawn and checked on a quarter-resolution grid (then upsampled trilinearly): the field is smooth at that
     scale already, and the checks cost 1/64 of full resolution."""

@@ -128,7 +128,8 @@ class PairFolders(Dataset):
     def __getitem__(self, i: int) -> dict:
         pair = read_pair(self.folders[i], self.size, card=REAL_CARD)
         zeros = torch.zeros(1, self.size, self.size, self.size, dtype=torch.long)
-        spacing = float(np.abs(pair["affine"][:3, :3]).sum(0).mean() * (max(pair["shape"]) - 1) / (self.size - 1))
+        source_spacing = np.abs(pair["affine"][:3, :3]).sum(axis=0)
+        spacing = float(np.mean(source_spacing * (np.array(pair["shape"]) - 1) / (self.size - 1)))  # after resizing
         moving_labels, fixed_labels = pair.get("moving_labels", zeros), pair.get("fixed_labels", zeros)
         return {
             "moving": pair["moving"],

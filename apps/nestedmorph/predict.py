@@ -34,9 +34,9 @@ ACCEPTS = f"a pair folder with moving.nii.gz and fixed.nii.gz, or {EXPECTED} in 
 
 def _to_mni_cube(input_path: Path, size: int) -> dict:
     """The user's volume and the MNI152 template on the MNI cube grid of the embedded data."""
+    image, affine = load_volume(input_path)  # the user's file first: its errors come before any work
     mni = load_brain("mni152")
     grid = cube_grid(mni.image, mni.affine, size)
-    image, affine = load_volume(input_path)
     moving = resample(image, affine, grid, size)
     if moving.max() <= moving.min():
         raise InputError(

@@ -1,7 +1,8 @@
 """NestedMorph learns to register: a tiny network (32^3) fitted by the app's own loss (LNCC + Grad3d) to one
 synthetic MNI152 pair aligns the images: the NCC loss falls and SSIM(warped, fixed) rises above SSIM(moving,
-fixed), without folding. (Measured, seed 0: SSIM 0.799 -> 0.817 after 30 Adam steps at 3e-3; Dice of the
-nearest-neighbour-warped tissue labels does not move yet, since the field is still below half a 6 mm voxel.)"""
+fixed), without folding. (Measured, seed 0, 30 Adam steps at 3e-3: SSIM 0.799 -> 0.817, NCC loss -0.649 ->
+-0.705; the Dice of nearest-neighbour-warped tissue labels does not move yet: the field is below half a 6 mm
+voxel.)"""
 
 from __future__ import annotations
 

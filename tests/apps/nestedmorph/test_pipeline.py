@@ -30,13 +30,13 @@ TINY = [
 METRICS = {"ssim", "dice", "hd95", "sdlogj", "folding", "ssim_identity", "dice_identity", "hd95_identity"}
 
 
-def _train(root):
-    run_cli("train", *TINY, root=root)
+def _train(root, cubes_dir):
+    run_cli("train", *TINY, f"data.data_dir={cubes_dir}", root=root)
     return (root / "runs" / "nestedmorph" / "latest").resolve()
 
 
-def test_train_through_the_config(tmp_path):
-    run = _train(tmp_path)
+def test_train_through_the_config(tmp_path, cubes_dir):
+    run = _train(tmp_path, cubes_dir)
     for rel in ("checkpoints/best.ckpt", "plots/registration_synthetic.png", "plots/registration_real.png"):
         assert (run / rel).is_file(), rel
     metrics = json.loads((run / "metrics.json").read_text())
@@ -47,8 +47,8 @@ def test_train_through_the_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_load_predict(tmp_path):
-    run = _train(tmp_path)
+def test_export_load_predict(tmp_path, cubes_dir):
+    run = _train(tmp_path, cubes_dir)
     run_cli("export", "app=nestedmorph", root=tmp_path)
     export_dir = tmp_path / "exports" / "nestedmorph"
     info = json.loads((export_dir / "export.json").read_text())

@@ -1,0 +1,53 @@
+"""Synthetic deformation fields and the cube resampling of common/medical/{deform,warp}.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from common.medical.deform import MIN_JACOBIAN, draw_field, intensity_change
+from common.medical.jacobian import jacobian_determinant
+from common.medical.warp import cube_grid, resample, resized_affine
+
+
+def test_fields_are_seeded_bounded_and_never_fold():
+    g = torch.Generator().manual_seed(0)
+    a = draw_field(32, 2.0, generator=g)
+    assert a.shape == (3, 32, 32, 32)
+    torch.testing.assert_close(a, draw_field(32, 2.0, generator=torch.Generator().manual_seed(0)))
+    # mild fields keep the requested largest displacement, up to the trilinear upsampling between the drawn points
+    assert 0.9 * 2.0 < float(a.norm(dim=0).max()) <= 2.0 + 1e-5
+    # a violent request is shrunk until the (full-resolution) map no longer folds
+    wild = draw_field(32, 12.0, control=8, generator=g)
+    det = jacobian_determinant(wild[None])
+    assert float(wild.norm(dim=0).max()) < 12.0 and float(det.min()) > 0.5 * MIN_JACOBIAN
+
+
+def test_intensity_change_is_seeded():
+    image = torch.rand(1, 16, 16, 16)
+    one, two = intensity_change(3)(image), intensity_change(3)(image)
+    torch.testing.assert_close(torch.as_tensor(one), torch.as_tensor(two))
+    assert not torch.allclose(torch.as_tensor(one), torch.as_tensor(intensity_change(4)(image)))
+
+
+def test_cube_grid_and_resample_keep_world_positions():
+    """A labelled block at known mm positions lands on the cube voxels whose centres lie inside it."""
+    image = np.zeros((40, 50, 30), np.float32)
+    image[5:35, 10:45, 3:27] = 0.5  # the "brain" box
+    block = np.zeros(image.shape, np.int64)
+    block[19:22, 29:32, 14:17] = 1  # 3 source voxels (6 mm) a side: wider than a cube voxel (4.25 mm)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-40, -60, -30]
+    grid = cube_grid(image, affine, 16, margin=0.0)
+    assert np.isclose(grid[0, 0], 2.0 * 34 / 16)  # the box's longest side (35 voxels apart, 68 mm) spans 16 voxels
+    hits = np.argwhere(resample(block, affine, grid, 16, labels=True) == 1)
+    centres = (grid @ np.c_[hits, np.ones(len(hits))].T)[:3].T
+    lo, hi = (affine @ [19, 29, 14, 1])[:3] - 1.0, (affine @ [21, 31, 16, 1])[:3] + 1.0  # voxel extents in mm
+    assert len(hits) >= 1 and (centres >= lo - 1e-6).all() and (centres <= hi + 1e-6).all()
+    assert resample(image, affine, grid, 16).shape == (16, 16, 16)
+
+
+def test_resized_affine_keeps_the_corners():
+    affine = np.diag([1.0, 2.0, 3.0, 1.0])
+    new = resized_affine(affine, (11, 21, 31), 6)
+    assert np.allclose(new @ [5, 5, 5, 1], affine @ [10, 20, 30, 1]) and np.allclose(new[:3, 3], affine[:3, 3])

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from common.data.distributed import SplitRows
 from common.errors import check_choice
 from common.timeseries.metrics import regression_metrics
 from common.utils.modes import eval_mode
@@ -22,7 +23,8 @@ class CryptoForecastModule(L.LightningModule):
     The loss (`mse`, the paper's; or `huber`, `mae`) is taken in the scaled target space
     (`model.forward_scaled` vs `model.scale_target`); metrics are computed on prices in USD after the inverse
     transform (`model(window)`): `{val,test}/{mae,rmse,mape,r2,dir_acc}`, and on the same windows the naive
-    last-value forecast as `{val,test}/naive_{mae,rmse,mape,r2,dir_acc}`.
+    last-value forecast as `{val,test}/naive_{mae,rmse,mape,r2,dir_acc}`. Validation and test gather the split's
+    windows from every DDP rank (each once) and score them all, so the numbers are those of one process.
     """
 
     def __init__(self, model: nn.Module, optimizer, scheduler=None, loss: str = "mse"):
@@ -31,7 +33,8 @@ class CryptoForecastModule(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = LOSSES[loss]()
-        self._outputs: dict[str, list] = {}
+        self.row_criterion = LOSSES[loss](reduction="none")  # per window: averaged over the gathered split
+        self._outputs = {"val": SplitRows(), "test": SplitRows()}
 
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
@@ -39,28 +42,27 @@ class CryptoForecastModule(L.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _eval_step(self, split: str, batch) -> None:
+    def _eval_step(self, split: str, batch, batch_idx: int) -> None:
         x, y, prev = batch
-        loss = self.criterion(self.model.forward_scaled(x), self.model.scale_target(y, x))
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-        self._outputs.setdefault(split, []).append((self.model(x).float(), y, prev))
+        loss = self.row_criterion(self.model.forward_scaled(x), self.model.scale_target(y, x))
+        self._outputs[split].add(self.trainer, batch_idx, loss=loss, pred=self.model(x).float(), true=y, prev=prev)
 
     def validation_step(self, batch, batch_idx):
-        self._eval_step("val", batch)
+        self._eval_step("val", batch, batch_idx)
 
     def test_step(self, batch, batch_idx):
-        self._eval_step("test", batch)
+        self._eval_step("test", batch, batch_idx)
 
     def _eval_epoch_end(self, split: str) -> None:
-        outputs = self._outputs.pop(split, [])
-        if not outputs:
+        if not self._outputs[split]:
             return
-        pred, true, prev = (torch.cat(t).cpu().double().numpy() for t in zip(*outputs))
-        scores = regression_metrics(true, pred, prev)
+        rows = {k: v.double().numpy() for k, v in self._outputs[split].gather().items()}
+        pred, true, prev = rows["pred"], rows["true"], rows["prev"]
+        scores = {"loss": float(rows["loss"].mean()), **regression_metrics(true, pred, prev)}
         # the naive forecast never moves, so it has no direction to score: its dir_acc is left out
         naive = regression_metrics(true, prev, prev)
         scores |= {f"naive_{k}": v for k, v in naive.items() if k != "dir_acc"}
-        self.log_dict({f"{split}/{k}": v for k, v in scores.items()}, prog_bar=False)
+        self.log_dict({f"{split}/{k}": v for k, v in scores.items()}, prog_bar=False)  # equal on every rank
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")

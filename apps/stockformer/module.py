@@ -9,7 +9,8 @@ size; the paper's returns were not rescaled.
 Validation and test gather the split's predictions in date order and log: `loss`, `mae`/`rmse` of daily
 returns, direction `acc`, `ic`/`rank_ic`, and the top-k backtest (`ann_return`, `sharpe`, `max_drawdown`,
 `turnover`) with the baselines in the same run on the same days: `*_equal_weight` (buy-and-hold) and
-`*_momentum` (top-k by 12-1 momentum). Backtests assume one process (no DDP gathering).
+`*_momentum` (top-k by 12-1 momentum). Under DDP the split's windows are gathered from every rank (each once,
+DistributedSampler's padding repeats dropped), so the metrics and backtests are those of one process.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from apps.stockformer.model import Stockformer
 from apps.stockformer.plots import plot_equity_curves, plot_predicted_vs_realised
 from apps.stockformer.portfolio import selection_metrics, strategy_backtests
+from common.data.distributed import SplitRows
 from common.errors import check_range
 from common.timeseries.metrics import mae, rmse
 from common.utils.modes import eval_mode
@@ -50,7 +52,7 @@ class StockformerModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.top_k, self.cost_bps = int(top_k), float(cost_bps)
         self.n_drop = None if n_drop is None else int(n_drop)
-        self._outputs: dict[str, list] = {}
+        self._outputs = {"val": SplitRows(), "test": SplitRows()}
 
     # ---- statistics from the train split --------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -61,19 +63,26 @@ class StockformerModule(L.LightningModule):
 
     # ---- loss ----------------------------------------------------------------------------------------
     def _forward(self, batch: dict) -> tuple[dict, dict]:
+        """The outputs and each loss term per window [B] (every window has as many terms: the batch mean of these
+        is the mean over all terms)."""
         out = self.model.forward_all(batch["returns"], batch["factors"], batch["day_of_week"])
         y = batch["target"] / self.model.return_scale
         trend = (batch["target"] > 0).long()
+
+        def per_window(terms: torch.Tensor) -> torch.Tensor:
+            return terms.flatten(1).mean(1)
+
         parts = {
-            "mae": F.l1_loss(out["reg"], y),
-            "mae_low": F.l1_loss(out["reg_low"], self.model.low_target(y)),
-            "ce": F.cross_entropy(out["logits"].flatten(0, -2), trend.flatten()),
-            "ce_low": F.cross_entropy(out["logits_low"].flatten(0, -2), trend.flatten()),
+            "mae": per_window(F.l1_loss(out["reg"], y, reduction="none")),
+            "mae_low": per_window(F.l1_loss(out["reg_low"], self.model.low_target(y), reduction="none")),
+            "ce": per_window(F.cross_entropy(out["logits"].movedim(-1, 1), trend, reduction="none")),
+            "ce_low": per_window(F.cross_entropy(out["logits_low"].movedim(-1, 1), trend, reduction="none")),
         }
         return out, parts
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         _, parts = self._forward(batch)
+        parts = {k: v.mean() for k, v in parts.items()}
         loss = sum(parts.values())
         bs = batch["target"].shape[0]
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
@@ -82,44 +91,43 @@ class StockformerModule(L.LightningModule):
         return loss
 
     # ---- evaluation ----------------------------------------------------------------------------------
-    def _eval_step(self, batch: dict, split: str) -> None:
+    def _eval_step(self, batch: dict, batch_idx: int, split: str) -> None:
         out, parts = self._forward(batch)
-        bs = batch["target"].shape[0]
-        self.log(f"{split}/loss", sum(parts.values()), on_step=False, on_epoch=True, batch_size=bs)
-        store = self._outputs.setdefault(split, [])
-        store.append(
-            {
-                "pred": (out["reg"] * self.model.return_scale).detach().cpu(),
-                "up": out["logits"].argmax(-1).detach().cpu(),
-                "target": batch["target"].detach().cpu(),
-                "momentum": batch["momentum"].detach().cpu(),
-                "index": batch["index"].detach().cpu(),
-            }
+        self._outputs[split].add(
+            self.trainer,
+            batch_idx,
+            loss=sum(parts.values()),
+            pred=out["reg"] * self.model.return_scale,
+            up=out["logits"].argmax(-1),
+            target=batch["target"],
+            momentum=batch["momentum"],
+            index=batch["index"],
         )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
     def gathered(self, split: str) -> dict[str, np.ndarray]:
-        parts = self._outputs.pop(split, [])
-        cat = {k: torch.cat([p[k] for p in parts]).numpy().astype(np.float64) for k in parts[0]}
-        order = np.argsort(cat["index"], kind="stable")  # date order, whatever the loader did
-        return {k: v[order] for k, v in cat.items()}
+        """The split's windows from every rank, each once, in date order (a collective under DDP)."""
+        rows = {k: v.numpy().astype(np.float64) for k, v in self._outputs[split].gather().items()}
+        order = np.argsort(rows["index"], kind="stable")  # date order, whatever the loader did
+        return {k: v[order] for k, v in rows.items()}
 
     def _log_split(self, split: str) -> None:
-        if not self._outputs.get(split):
+        if not self._outputs[split]:
             return
         g = self.gathered(split)
         metrics = {
+            "loss": float(g["loss"].mean()),
             "mae": mae(g["target"], g["pred"]),
             "rmse": rmse(g["target"], g["pred"]),
             "acc": float((g["up"] == (g["target"] > 0)).mean()),
             **selection_metrics(g["pred"], g["target"], g["momentum"], self.top_k, self.cost_bps, self.n_drop),
         }
-        for k, v in metrics.items():
+        for k, v in metrics.items():  # equal on every rank
             self.log(f"{split}/{k}", float(np.nan_to_num(v)), on_step=False, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:

@@ -72,6 +72,13 @@ class ContrastiveDenoising(nn.Module):
         )
         self.label_embed = nn.Embedding(num_classes, hidden_dim)
 
+    def idle_term(self) -> torch.Tensor:
+        """0, computed from the label embedding: added to the queries of a training batch without targets (no
+        denoising queries), so the embedding still takes part in the graph. DDP's reducer expects a gradient for
+        every parameter on every rank each step; this gives it an exact zero for the price of one sum, where
+        `find_unused_parameters` would search the whole autograd graph on every step of every batch."""
+        return self.label_embed.weight.sum() * 0.0
+
     def noised_labels(self, labels: torch.Tensor) -> torch.Tensor:
         flip = torch.rand(labels.shape, device=labels.device) < self.label_noise_ratio * 0.5
         random = torch.randint_like(labels, 0, self.num_classes)

@@ -162,6 +162,8 @@ class DINODetector(nn.Module):
         if dn_meta is not None:
             content = torch.cat([dn_content, content], 1)
             reference = torch.cat([dn_boxes, reference], 1)
+        elif targets is not None and self.denoising is not None and self.training:  # a batch without targets
+            content = content + self.denoising.idle_term()  # + exact 0: the embedding stays in the graph for DDP
         logits, boxes = self.decode(content, reference, memory, tokens, attn_mask, self.decoder_bias_fn())
         pad = dn_meta["pad_size"] if dn_meta is not None else 0
         out = self.layer_outputs([lg[:, pad:] for lg in logits], [bx[:, pad:] for bx in boxes])

@@ -48,6 +48,15 @@ def load_coco(path) -> COCO:
         return COCO(str(path))
 
 
+def merge_over_ranks(per_image: dict) -> dict:
+    """{image id: value} of every DDP rank merged on every rank (a collective); the dict itself in one process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return per_image
+    parts: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, per_image)
+    return {k: v for part in parts for k, v in part.items()}
+
+
 class CocoEvaluator:
     """Collects detections per image and scores them against `coco_gt` over the images it was given.
 
@@ -84,13 +93,9 @@ class CocoEvaluator:
             ]
 
     def gather(self) -> None:
-        """Under DDP, collect every rank's detections on every rank (each rank saw a shard of the images)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            world = torch.distributed.get_world_size()
-            if world > 1:
-                parts: list = [None] * world
-                torch.distributed.all_gather_object(parts, self.results)
-                self.results = {k: v for part in parts for k, v in part.items()}
+        """Under DDP, collect every rank's detections on every rank (each rank saw a shard of the images; an image
+        that DistributedSampler's padding repeats on two ranks comes back once, keyed by its id)."""
+        self.results = merge_over_ranks(self.results)
 
     def compute(self) -> dict[str, float]:
         """COCOeval box metrics over the images seen; undefined ones (-1 in COCOeval) are NaN."""

@@ -7,7 +7,9 @@ and variant terms such as `train/loss_select`) and the other sources summed per 
 Validation and test: `model(images, masks)` -> postprocess (top-`num_top` over queries x classes, boxes in
 original pixels) -> COCOeval (evaluator.py) against the datamodule's ground truth (`coco_gt(split)`; without
 a datamodule, against the batch targets), logged as `val/map`, `val/map_50`, ... and `test/...`; a metric that
-COCOeval leaves undefined (e.g. `map_large` when no object is large) is not logged.
+COCOeval leaves undefined (e.g. `map_large` when no object is large) is not logged. Under DDP the ranks'
+detections (and that fallback ground truth) are merged by image id before COCOeval, so an image that
+DistributedSampler's padding hands to two ranks counts once.
 
 Optimiser (`_partial_`, default AdamW lr 1e-4, wd 1e-4 in the config): parameters whose name contains
 `backbone` train at `backbone_lr_mult` x lr (0.1 in DINO, Focus-DETR, Relation-DETR); `lr_mults` adds other
@@ -26,7 +28,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from common.detection.evaluator import CocoEvaluator, coco_from_dict
+from common.detection.evaluator import CocoEvaluator, coco_from_dict, merge_over_ranks
 from common.detection.postprocess import postprocess
 from common.errors import check_range
 from common.utils.schedulers import with_scheduler
@@ -94,7 +96,7 @@ class DetectionModule(L.LightningModule):
         self.clip_max_norm, self.num_top = float(clip_max_norm), int(num_top)
         self.plot_images, self.plot_threshold = int(plot_images), float(plot_threshold)
         self._evaluators: dict[str, CocoEvaluator] = {}
-        self._fallback_gt: dict[str, tuple[list, list]] = {}
+        self._fallback_gt: dict[str, dict[int, tuple[dict, list]]] = {}  # split -> image id -> (image, annotations)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None):
         return self.model(images, masks)
@@ -133,8 +135,8 @@ class DetectionModule(L.LightningModule):
         if dm is not None and hasattr(dm, "coco_gt"):
             coco_gt, _ = dm.coco_gt(split)
             self._evaluators[split] = CocoEvaluator(coco_gt)
-        else:  # ground truth from the batches themselves (eval targets hold every non-crowd box); one process
-            self._fallback_gt[split] = ([], [])
+        else:  # ground truth from the batches themselves (eval targets hold every non-crowd box)
+            self._fallback_gt[split] = {}
             self._evaluators[split] = CocoEvaluator(coco_from_dict({"images": [], "annotations": []}))
 
     def _label_to_category(self, split: str):
@@ -151,14 +153,17 @@ class DetectionModule(L.LightningModule):
         results = postprocess(logits, boxes, orig, self.num_top)
         if split in self._fallback_gt:
             imgs, anns = targets_as_coco(targets)
-            self._fallback_gt[split][0].extend(imgs)
-            self._fallback_gt[split][1].extend(anns)
+            for image in imgs:
+                own = [a for a in anns if a["image_id"] == image["id"]]
+                self._fallback_gt[split][image["id"]] = (image, own)
         self._evaluators[split].update([t["image_id"] for t in targets], results, self._label_to_category(split))
 
     def _end_eval(self, split: str) -> None:
         evaluator = self._evaluators.pop(split)
-        if split in self._fallback_gt:
-            images, annotations = self._fallback_gt.pop(split)
+        if split in self._fallback_gt:  # every rank's images, each once
+            per_image = merge_over_ranks(self._fallback_gt.pop(split))
+            images = [image for image, _ in per_image.values()]
+            annotations = [a for _, anns in per_image.values() for a in anns]
             categories = [{"id": i, "name": str(i)} for i in range(int(self.model.num_classes))]
             evaluator.coco_gt = coco_from_dict({"images": images, "annotations": annotations, "categories": categories})
         evaluator.gather()

@@ -50,9 +50,10 @@ def evaluate(cfg: DictConfig) -> dict:
         "device": device_name(),
         "versions": versions(),
     }
-    out = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
-    write_json(out, metrics)
-    print(f"\ncheckpoint: {ckpt}\ntest: {test}\nwritten: {out}", flush=True)
+    if trainer.is_global_zero:  # under DDP every rank holds the same metrics; one writes them
+        out = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+        write_json(out, metrics)
+        print(f"\ncheckpoint: {ckpt}\ntest: {test}\nwritten: {out}", flush=True)
     return metrics
 
 

@@ -2,11 +2,12 @@
 
 Loss: cross-entropy with label smoothing; with mixup/cutmix (timm.data.Mixup, which also smooths the
 labels) the soft-target cross-entropy (timm.loss.SoftTargetCrossEntropy). Validation and test use
-plain cross-entropy. Metrics (torchmetrics, micro accuracy): `val/acc`, `val/acc_top5`, `test/acc`,
-`test/acc_top5`; top-5 becomes top-min(5, num_classes). Optimiser and scheduler are `_partial_`
-configs; weight decay skips norms, biases and the model's `no_weight_decay()` names (timm's
-param_groups_weight_decay). A scheduler partial with a `total_steps` argument gets the trainer's
-estimated number of optimiser steps and is stepped every step, others every epoch.
+plain cross-entropy. Metrics (torchmetrics: mean loss, micro accuracy): `val/loss`, `val/acc`, `val/acc_top5`
+and `test/...`; top-5 becomes top-min(5, num_classes). Under DDP the ranks' metric states are synced and the
+rows Lightning's DistributedSampler repeats to pad the split are left out, so each metric is the whole split's.
+Optimiser and scheduler are `_partial_` configs; weight decay skips norms, biases and the model's
+`no_weight_decay()` names (timm's param_groups_weight_decay). A scheduler partial with a `total_steps` argument
+gets the trainer's estimated number of optimiser steps and is stepped every step, others every epoch.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from common.data.distributed import real_rows
 from common.errors import check_range
 from common.utils.schedulers import with_scheduler
 
@@ -59,6 +62,7 @@ class ImageClassificationModule(L.LightningModule):
             )  # fmt: skip
         top_k = min(5, self.num_classes)
         for split in ("val", "test"):
+            setattr(self, f"{split}_loss", MeanMetric())
             setattr(self, f"{split}_acc", MulticlassAccuracy(self.num_classes, top_k=1, average="micro"))
             setattr(self, f"{split}_acc_top5", MulticlassAccuracy(self.num_classes, top_k=top_k, average="micro"))
 
@@ -83,23 +87,24 @@ class ImageClassificationModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
-    def _eval_step(self, batch, split: str):
+    def _eval_step(self, batch, batch_idx: int, split: str):
         images, labels = batch
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        acc, top5 = getattr(self, f"{split}_acc"), getattr(self, f"{split}_acc_top5")
+        keep = real_rows(self.trainer, batch_idx, len(labels)).to(labels.device)  # not DDP's padding repeats
+        logits, labels = self.model(images)[keep], labels[keep]
+        # torchmetrics states (sums and counts) are synced over the ranks at the epoch's end: the whole split, once
+        loss, acc, top5 = (getattr(self, f"{split}_{name}") for name in ("loss", "acc", "acc_top5"))
+        loss.update(F.cross_entropy(logits, labels, reduction="none"))
         acc.update(logits, labels)
         top5.update(logits, labels)
-        kw = {"on_step": False, "on_epoch": True, "batch_size": len(images), "sync_dist": True}
-        self.log(f"{split}/loss", loss, **kw)
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True)
         self.log(f"{split}/acc", acc, prog_bar=True, on_step=False, on_epoch=True)
         self.log(f"{split}/acc_top5", top5, on_step=False, on_epoch=True)
 
     def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
     def configure_optimizers(self):
         from timm.optim import param_groups_weight_decay

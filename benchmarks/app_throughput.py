@@ -88,6 +88,7 @@ def main(argv: list[str] = ()) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--compile", choices=("both", "no", "yes"), default="both", help="eager, compiled or both")
     parser.add_argument("--models", nargs="+", help="only the models whose names contain one of these words")
     parser.add_argument("--out", type=Path, help="folder for the json and md (default benchmarks/results/<card>)")
     args = parser.parse_args(list(argv))
@@ -110,7 +111,7 @@ def main(argv: list[str] = ()) -> None:
     rows = []
     for batch in args.batches:
         for name, build in builders.items():
-            for compiled in (False, True):
+            for compiled in {"both": (False, True), "no": (False,), "yes": (True,)}[args.compile]:
                 torch.manual_seed(0)
                 torch._dynamo.reset()
                 torch._dynamo.utils.counters.clear()

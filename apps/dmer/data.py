@@ -14,6 +14,7 @@ held-out annotators' tasks (`annotator_tasks("test")`) score personalisation.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import lightning as L
@@ -112,7 +113,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
     batch_size, num_workers: loaders. maml, meta_batch, query_size, tasks_per_epoch: per-annotator tasks.
     global_features: a folder of <piece id>.npy clip embeddings (the model's `global_features`).
     val_fraction, test_fraction, seed: the real datasets' piece split. num_pieces, num_val, num_test,
-    num_annotators, test_annotators: the embedded set's size (seed: its seed too).
+    num_annotators, test_annotators, raters_per_piece: the embedded set's size (seed: its seed too).
     """
 
     DATASETS = {name: name for name in SOURCES.values()}  # dataset -> data card
@@ -142,6 +143,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
         num_test: int = 20,
         num_annotators: int = 30,
         test_annotators: int = 6,
+        raters_per_piece: int = 5,
         show_progress: bool = True,
     ):
         super().__init__()
@@ -168,6 +170,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
             num_test=num_test,
             num_annotators=num_annotators,
             test_annotators=test_annotators,
+            raters_per_piece=raters_per_piece,
             seed=seed,
         )
         self.show_progress = show_progress
@@ -188,7 +191,8 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
     def _corpus_folder(self) -> Path:
         if self.source == "embedded":
             a = self.embedded_args
-            name = f"music21_rendered-v1-p{a['num_pieces']}-t{self.steps}-sr{self.sample_rate}-seed{a['seed']}"
+            settings = json.dumps(a | {"steps": self.steps, "sample_rate": self.sample_rate}, sort_keys=True)
+            name = f"music21_rendered-v1-p{a['num_pieces']}-{hashlib.sha1(settings.encode()).hexdigest()[:8]}"
             seconds = self.steps / STEP_RATE
             return build_once(
                 self.data_dir / name,

@@ -113,8 +113,9 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, return_weights: bool = False):
-        out = self.attn(x, bias=bias, return_weights=return_weights)
-        out, weights = out if return_weights else (out, None)
+        # Always the core's explicit softmax path (same math as SDPA): its weights feed the diagonal loss, and
+        # torch's ONNX exporter cannot decompose SDPA with a float mask here (a view error).
+        out, weights = self.attn(x, bias=bias, return_weights=True)
         x = self.norm1(x + self.drop(out))
         x = self.norm2(x + self.drop(self.ffn(x)))
         return (x, weights) if return_weights else x

@@ -133,8 +133,10 @@ class DMERModule(L.LightningModule):
     # ---- personalisation ------------------------------------------------------------------------------------
     def adapted_params(self, support: tuple) -> Params:
         """The parameters adapted to one annotator's support batch (training-mode steps, as meta-training)."""
-        params = {k: p.detach() for k, p in self.model.named_parameters()}
-        with torch.enable_grad(), train_mode(self.model):
+        # Lightning tests under inference mode, whose tensors take no gradient: step out of it for the inner loop.
+        with torch.inference_mode(False), torch.enable_grad(), train_mode(self.model):
+            params = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+            support = tuple(t.clone() for t in support)
             adapted = adapt(self.model, params, self._functional_loss, support, self.adapt_steps, self.inner_lr, True)
         return {k: p.detach() for k, p in adapted.items()}
 

@@ -58,7 +58,7 @@ def test_dual_scale_output_is_the_sigmoid_of_the_two_shared_encoder_passes():
     i, j = torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij")
     assert (local_w[..., (i - j).abs() > 2] == 0).all() and (global_w[..., (i - j).abs() > 6] == 0).all()
     assert (global_w[..., (i - j).abs() > 2] > 0).any()  # the global pass does see beyond the local band
-    assert torch.allclose(block(x), out, atol=1e-6)  # the fused (SDPA) path computes the same
+    assert torch.allclose(block(x), out, atol=1e-6)  # without the weights: the same output
 
 
 def test_local_width_must_be_below_the_global_one():

@@ -1,0 +1,193 @@
+"""Lightning module: DSAML's score + diagonal attention loss, plain (DMER) or meta-learned per annotator (PDMER).
+
+Metrics (val and test, per piece then averaged, as the official code): `{arousal,valence}_{ccc,pcc,rmse}` and
+`score` (the mean of CCC, PCC and 1 - RMSE over both dimensions; 1 - score is the score loss). The test also
+scores the per-step mean of the training curves (`mean_*`, the trivial baseline) and personalisation: for each
+held-out annotator, the model adapted to one of their pieces (`adapt_steps` gradient steps at `inner_lr`) is
+scored against the general model on their other pieces: `personal_{rmse,ccc}_{general,adapted}` (means over
+annotators of both dimensions' mean), `personal_{rmse,ccc}_gain` and its spread `personal_*_gain_std`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from apps.dmer.maml import Params, adapt, call, meta_loss
+from apps.dmer.scores import DIMENSIONS, ccc, diagonal_attention_loss, piece_scores, score_loss
+from common.errors import check_range
+from common.utils.modes import eval_mode, train_mode
+from common.utils.schedulers import with_scheduler
+
+
+def average_score(scores: dict[str, float]) -> float:
+    return float(np.mean([1 - v if k.endswith("rmse") else v for k, v in scores.items()]))
+
+
+class DMERModule(L.LightningModule):
+    """Args:
+    model: apps.dmer.model.DSAML. optimizer, scheduler: `_partial_` factories.
+    diag_weight: weight of the diagonal attention loss (official: 1).
+    maml: meta-learn over per-annotator tasks (PDMER) instead of plain training on the consensus (DMER).
+    inner_lr, adapt_steps, first_order: the inner loop, used by meta-training and by the personalisation test.
+    personal_supports: support pieces tried per held-out annotator in the personalisation test.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer,
+        scheduler=None,
+        diag_weight: float = 1.0,
+        maml: bool = False,
+        inner_lr: float = 0.01,
+        adapt_steps: int = 16,
+        first_order: bool = False,
+        personal_supports: int = 3,
+    ):
+        super().__init__()
+        check_range("diag_weight", diag_weight, 0.0)
+        check_range("inner_lr", inner_lr, 0.0, low_inclusive=False)
+        check_range("adapt_steps", adapt_steps, 0)
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.diag_weight, self.maml = diag_weight, maml
+        self.inner_lr, self.adapt_steps, self.first_order = inner_lr, adapt_steps, first_order
+        self.personal_supports = personal_supports
+        self._outputs: dict[str, list] = {}
+
+    # ---- losses ---------------------------------------------------------------------------------------------
+    def loss(self, model: nn.Module, params: Params | None, batch: tuple) -> torch.Tensor:
+        """Score loss (+ diagonal attention loss) of `model` run with `params` (None: its own) on a batch."""
+        windows, clip, target = batch
+        if params is None:
+            pred, local_w, global_w = model(windows, clip, return_attention=True)
+        else:
+            pred, local_w, global_w = call(model, params, windows, clip, return_attention=True)
+        loss = score_loss(pred, target)
+        if local_w is not None and self.diag_weight > 0:
+            loss = loss + self.diag_weight * diagonal_attention_loss(local_w, global_w)
+        return loss
+
+    def _functional_loss(self, model, params, batch):
+        return self.loss(model, params, batch)
+
+    def training_step(self, batch, batch_idx):
+        if self.maml:
+            loss = meta_loss(
+                self.model, batch, self._functional_loss, self.adapt_steps, self.inner_lr, self.first_order
+            )
+            size = len(batch)
+        else:
+            loss, size = self.loss(self.model, None, batch), len(batch[0])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        return loss
+
+    # ---- evaluation -----------------------------------------------------------------------------------------
+    def _eval_step(self, split: str, batch) -> None:
+        windows, clip, target = batch
+        self._outputs.setdefault(split, []).append((self.model(windows, clip).float().cpu(), target.cpu()))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def _eval_epoch_end(self, split: str) -> dict[str, float]:
+        outputs = self._outputs.pop(split, [])
+        if not outputs:
+            return {}
+        pred, target = (torch.cat(t) for t in zip(*outputs))
+        scores = {k: float(v.mean()) for k, v in piece_scores(pred, target).items()}
+        scores["score"] = average_score(scores)
+        for d, name in enumerate(DIMENSIONS):  # CCC over all steps of all pieces, as many DMER papers report
+            scores[f"{name}_ccc_pooled"] = float(ccc(pred[..., d].flatten(), target[..., d].flatten()))
+        if split == "test":
+            scores |= self._baseline_scores(target)
+        return scores
+
+    def _baseline_scores(self, target: torch.Tensor) -> dict[str, float]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return {}
+        mean = torch.as_tensor(datamodule.step_mean(), dtype=target.dtype).expand_as(target)
+        scores = {k: float(v.mean()) for k, v in piece_scores(mean, target).items()}
+        scores["score"] = average_score(scores)
+        return {f"mean_{k}": v for k, v in scores.items()}
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({f"val/{k}": v for k, v in self._eval_epoch_end("val").items()})
+
+    def on_test_epoch_end(self) -> None:
+        scores = self._eval_epoch_end("test")
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "annotator_tasks"):
+            scores |= self.personalisation(datamodule)
+        self.log_dict({f"test/{k}": v for k, v in scores.items()})
+
+    # ---- personalisation ------------------------------------------------------------------------------------
+    def adapted_params(self, support: tuple) -> Params:
+        """The parameters adapted to one annotator's support batch (training-mode steps, as meta-training)."""
+        # Lightning tests under inference mode, whose tensors take no gradient: step out of it for the inner loop.
+        with torch.inference_mode(False), torch.enable_grad(), train_mode(self.model):
+            params = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+            support = tuple(t.clone() for t in support)
+            adapted = adapt(self.model, params, self._functional_loss, support, self.adapt_steps, self.inner_lr, True)
+        return {k: p.detach() for k, p in adapted.items()}
+
+    @torch.no_grad()
+    def personalisation(self, datamodule) -> dict[str, float]:
+        """General vs adapted RMSE and CCC on each held-out annotator's other pieces, averaged over supports."""
+        tasks = {k: v for k, v in datamodule.annotator_tasks("test").items() if len(v) >= 2}
+        if not tasks or self.adapt_steps == 0:
+            return {}
+        rows = []
+        for rated in tasks.values():
+            per_support = []
+            for s in range(min(self.personal_supports, len(rated))):
+                support = tuple(t.to(self.device) for t in datamodule.pieces.batch([rated[s]]))
+                query = tuple(t.to(self.device) for t in datamodule.pieces.batch(rated[:s] + rated[s + 1 :]))
+                with eval_mode(self.model):
+                    general = piece_scores(self.model(*query[:2]), query[2])
+                    adapted = piece_scores(call(self.model, self.adapted_params(support), *query[:2]), query[2])
+                per_support.append(
+                    [
+                        _mean_of(general, "rmse"),
+                        _mean_of(adapted, "rmse"),
+                        _mean_of(general, "ccc"),
+                        _mean_of(adapted, "ccc"),
+                    ]
+                )
+            rows.append(np.mean(per_support, axis=0))
+        rows = np.array(rows)  # [annotators, 4]
+        rmse_gain, ccc_gain = rows[:, 0] - rows[:, 1], rows[:, 3] - rows[:, 2]
+        return {
+            "personal_rmse_general": rows[:, 0].mean(),
+            "personal_rmse_adapted": rows[:, 1].mean(),
+            "personal_ccc_general": rows[:, 2].mean(),
+            "personal_ccc_adapted": rows[:, 3].mean(),
+            "personal_rmse_gain": rmse_gain.mean(),
+            "personal_rmse_gain_std": rmse_gain.std(),
+            "personal_ccc_gain": ccc_gain.mean(),
+            "personal_ccc_gain_std": ccc_gain.std(),
+            "personal_annotators_improved": float(((rmse_gain > 0) & (ccc_gain > 0)).mean()),
+        }
+
+    def configure_optimizers(self):
+        return with_scheduler(self.optimizer_factory(self.model.parameters()), self.scheduler_factory, self.trainer)
+
+    @torch.no_grad()
+    def make_plots(self, plot_dir: Path, datamodule) -> list[Path]:
+        """Predicted against consensus curves of a few test pieces."""
+        from apps.dmer.plots import plot_test_curves
+
+        return [plot_test_curves(self.model, datamodule, Path(plot_dir) / "emotion_curves.png", self.device)]
+
+
+def _mean_of(scores: dict[str, torch.Tensor], metric: str) -> float:
+    return float(np.mean([scores[f"{d}_{metric}"].mean().item() for d in DIMENSIONS]))

@@ -1,0 +1,118 @@
+"""dmer through the real Hydra CLI with tiny sizes: train (building a six-piece embedded set) -> run folder,
+metrics with the mean-predictor and personalisation scores -> evaluate + export (ONNX checked by onnxruntime)
+-> predict a rendered piece, plain and personalised from an annotated CSV; unreadable and silent audio fail by
+name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from common.audio.io import write_wav
+from common.pipeline.export import load
+from tests.conftest import run_cli, side_by_side
+
+TINY = [
+    "app=dmer",
+    "max_epochs=1",
+    "data.num_pieces=6",
+    "data.num_val=1",
+    "data.num_test=2",
+    "data.num_annotators=6",
+    "data.test_annotators=2",
+    "data.raters_per_piece=2",
+    "data.steps=12",
+    "data.n_mels=16",
+    "data.batch_size=4",
+    "model.dim=16",
+    "model.ffn_dim=16",
+    "model.lstm_hidden=8",
+    "model.head_hidden=8",
+    "model.clip_channels=8",
+    "model.local_width=2",
+    "model.global_width=6",
+    "module.adapt_steps=2",
+    "module.personal_supports=1",
+    "callbacks.progress_bar=null",
+    "trainer=cpu",
+]
+
+
+def test_train_eval_export_predict(tmp_path):
+    run_cli("train", *TINY, root=tmp_path)
+    run = (tmp_path / "runs" / "dmer" / "latest").resolve()
+    for rel in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "plots/emotion_curves.png", "config.yaml"):
+        assert (run / rel).is_file(), rel
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dataset"] == "music21_rendered" and metrics["monitor"]["name"] == "val/score"
+    test = metrics["test"]
+    for key in ("arousal_ccc", "valence_ccc", "arousal_ccc_pooled", "mean_arousal_ccc", "personal_rmse_adapted"):
+        assert np.isfinite(test[key]), key
+    assert all(-1 <= test[k] <= 1 for k in test if "ccc" in k or "pcc" in k)
+
+    proc, _ = side_by_side(
+        lambda: run_cli("evaluate", "app=dmer", root=tmp_path),
+        lambda: run_cli("export", "app=dmer", root=tmp_path),
+    )
+    assert "test:" in proc.stdout
+    export_dir = tmp_path / "exports" / "dmer"
+    info = json.loads((export_dir / "export.json").read_text())
+    assert info["graph"]["format"] == "onnx", info["graph"]  # the band-masked attention and the BiLSTM export
+    model = load(export_dir)
+    assert model.steps == 12 and model.hop_seconds == 0.2
+
+    import onnxruntime as ort
+
+    windows, clip = model.example_inputs()
+    windows, clip = torch.cat([windows, windows + 5]), torch.cat([clip, clip - 5])  # batch 4: dynamic
+    got = ort.InferenceSession(str(export_dir / "model.onnx")).run(
+        None, {"windows": windows.numpy(), "clip": clip.numpy()}
+    )
+    with torch.no_grad():
+        np.testing.assert_allclose(got[0], model(windows, clip).numpy(), rtol=1e-4, atol=1e-4)
+
+    data = next((tmp_path / "data" / "dmer").glob("music21_rendered-*"))
+    piece = data / "audio" / "piece_000.flac"
+    steps = np.arange(12)
+    annotated = pd.DataFrame({"audio": "../" + str(piece.relative_to(tmp_path)), "time": (steps + 0.5) / 2,
+                              "arousal": np.linspace(-0.5, 0.5, 12), "valence": 0.3})  # fmt: skip
+    (tmp_path / "mine").mkdir()
+    annotated.to_csv(tmp_path / "mine" / "annotated.csv", index=False)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really")
+    silent = write_wav(tmp_path / "silent.wav", np.zeros(22050 * 8), 22050)
+    export = f"export_dir={export_dir}"
+    plain, personal, bad_proc, silent_proc = side_by_side(
+        lambda: run_cli("predict", "app=dmer", f"input={piece}", export, f"out={tmp_path / 'p1'}", root=tmp_path),
+        lambda: run_cli(
+            "predict",
+            "app=dmer",
+            f"input={piece}",
+            export,
+            f"out={tmp_path / 'p2'}",
+            f"adapt={tmp_path / 'mine' / 'annotated.csv'}",
+            root=tmp_path,
+        ),  # fmt: skip
+        lambda: run_cli("predict", "app=dmer", f"input={bad}", export, root=tmp_path / "b", check=False),
+        lambda: run_cli("predict", "app=dmer", f"input={silent}", export, root=tmp_path / "c", check=False),
+    )
+    curves = [pd.read_csv(tmp_path / p / "emotion.csv") for p in ("p1", "p2")]
+    assert list(curves[0].columns) == ["time_s", "arousal", "valence"] and len(curves[0]) == 12
+    assert (tmp_path / "p1" / "emotion.png").is_file() and "personalised" in personal.stdout
+    assert not np.allclose(curves[0][["arousal", "valence"]], curves[1][["arousal", "valence"]])
+    assert bad_proc.returncode == 2 and "unreadable audio" in bad_proc.stderr + bad_proc.stdout
+    assert silent_proc.returncode == 2 and "silent" in silent_proc.stderr + silent_proc.stdout
+
+
+@pytest.mark.parametrize("name", ["x.txt", "short.wav"])
+def test_predictor_names_unsupported_and_short_files(tmp_path, name):
+    from apps.dmer.predict import read_recording
+    from common.errors import InputError
+
+    path = write_wav(tmp_path / "short.wav", 0.1 * np.ones(22050), 22050) if name == "short.wav" else tmp_path / name
+    with pytest.raises(InputError, match="unsupported format" if name == "x.txt" else "only 1.00 s"):
+        read_recording(path, 22050, 0.2)

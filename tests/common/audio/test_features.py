@@ -1,0 +1,53 @@
+"""Log-mel features keep absolute level, windows are centred on their steps, and librosa's onsets and tempo
+find what a click track holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.audio.features import FLOOR_DB, log_mel, onset_times, rms_db, step_times, step_windows, tempo_bpm
+
+SR = 22050
+
+
+def _tone(seconds=2.0, amplitude=0.5, freq=440.0):
+    t = np.arange(int(seconds * SR)) / SR
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _clicks(bpm=120.0, seconds=8.0):
+    wave = np.zeros(int(seconds * SR), dtype=np.float32)
+    for start in np.arange(0.25, seconds, 60.0 / bpm):
+        i = int(start * SR)
+        wave[i : i + 400] = np.hanning(400) * np.sin(2 * np.pi * 2000 * np.arange(400) / SR)
+    return wave
+
+
+def test_log_mel_frames_and_absolute_level():
+    quiet, loud = log_mel(_tone(amplitude=0.05), SR, 32, 0.1), log_mel(_tone(amplitude=0.5), SR, 32, 0.1)
+    assert quiet.shape == (21, 32) and quiet.dtype == np.float32  # centred frames every 0.1 s over 2 s
+    band = loud[5:15].mean(0).argmax()
+    assert loud[5:15, band].mean() - quiet[5:15, band].mean() == pytest.approx(20.0, abs=0.1)  # 10x amplitude
+    assert log_mel(np.zeros(SR, np.float32), SR, 32, 0.1).min() == FLOOR_DB
+
+
+def test_rms_level_of_a_sine():
+    assert np.median(rms_db(_tone(amplitude=0.5), SR, 0.1)) == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.1)
+
+
+def test_step_windows_are_centred_and_padded_with_silence():
+    mel = np.arange(40, dtype=np.float32)[:, None].repeat(3, axis=1)  # frame k holds the value k
+    times = step_times(4, rate=2.0)  # 0.25, 0.75, 1.25, 1.75 s
+    windows = step_windows(mel, times, hop_seconds=0.1, window_seconds=1.0)
+    assert windows.shape == (4, 11, 3)
+    assert windows[1, 5, 0] == round(0.75 / 0.1)  # the centre frame is the step's time
+    assert (windows[0, :3, 0] == FLOOR_DB).all() and windows[0, 3, 0] == 0  # before the clip: silence
+
+
+def test_onsets_and_tempo_of_a_click_track():
+    clicks = _clicks(bpm=120.0)
+    onsets = onset_times(clicks, SR)
+    assert len(onsets) == pytest.approx(16, abs=1)
+    assert np.median(np.diff(onsets)) == pytest.approx(0.5, abs=0.03)
+    assert tempo_bpm(clicks, SR) == pytest.approx(120.0, rel=0.05)

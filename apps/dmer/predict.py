@@ -119,22 +119,8 @@ def personalise(model, csv_path: Path) -> dict[str, torch.Tensor]:
     return {k: p.detach() for k, p in adapted.items()}
 
 
-def adapt_from_command_line() -> str | None:
-    """`adapt=<csv>` from `make predict ... ARGS="adapt=..."` (the pipeline passes predictors no options)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    for override in HydraConfig.get().overrides.task:
-        key, _, value = override.partition("=")
-        if key.lstrip("+") == "adapt" and value not in ("", "null"):
-            return value
-    return None
-
-
 def predict(model, input_path: Path, out_dir: Path, spec: dict, adapt: str | None = None) -> dict:
     input_path, out_dir = Path(input_path), Path(out_dir)
-    adapt = adapt or adapt_from_command_line()
     mel = features(model, input_path)
     params = personalise(model, Path(adapt)) if adapt else None
     times, curves = sliding_prediction(model, mel, input_path, params)

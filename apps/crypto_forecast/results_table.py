@@ -10,36 +10,14 @@ accuracy, and the best val RMSE (the checkpoint selection metric). Several runs 
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
-import yaml
+from common.utils.results import collect_runs, mean_std
 
 ARCH_ORDER = ("lstm", "bilstm", "transformer", "performer_bilstm")
 SERIES_ORDER = ("btc_1d", "eth_1d", "ltc_1d", "btc_1h")
-
-
-def collect(roots: list[Path]) -> dict[str, dict[str, list[dict]]]:
-    """series -> arch -> metrics.json of each run."""
-    table: dict[str, dict[str, list[dict]]] = {}
-    for root in roots:
-        for metrics_file in sorted(root.rglob("metrics.json")):
-            config_file = metrics_file.parent / "config.yaml"
-            if not config_file.is_file():
-                continue
-            cfg = yaml.safe_load(config_file.read_text())
-            metrics = json.loads(metrics_file.read_text())
-            table.setdefault(metrics["dataset"], {}).setdefault(cfg["model"]["arch"], []).append(metrics)
-    return table
-
-
-def _stat(values: list[float], digits: int) -> str:
-    mean = statistics.mean(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _row(*cells) -> str:
@@ -59,15 +37,15 @@ def render(table: dict[str, dict[str, list[dict]]]) -> str:
         for arch in sorted(runs, key=lambda a: ARCH_ORDER.index(a) if a in ARCH_ORDER else 99):
             rs = runs[arch]
             test = {k: [r["test"][k] for r in rs] for k in ("rmse", "mae", "mape", "dir_acc")}
-            rmse = _stat(test["rmse"], 3)
+            rmse = mean_std(test["rmse"], 3)
             rmse = f"**{rmse}**" if means[arch] == min(means.values()) else rmse
             cells = (
                 rmse,
-                _stat([v / naive["rmse"] for v in test["rmse"]], 4),
-                _stat(test["mae"], 3),
-                _stat(test["mape"], 3),
-                _stat(test["dir_acc"], 3),
-                _stat([r["monitor"]["best"] for r in rs], 3),
+                mean_std([v / naive["rmse"] for v in test["rmse"]], 4),
+                mean_std(test["mae"], 3),
+                mean_std(test["mape"], 3),
+                mean_std(test["dir_acc"], 3),
+                mean_std([r["monitor"]["best"] for r in rs], 3),
             )
             lines.append(_row(series, arch, str(len(rs)), *cells))
     return "\n".join(lines)
@@ -77,7 +55,7 @@ def main(argv: list[str]) -> None:
     roots = [Path(a) for a in argv]
     if not roots or not all(r.is_dir() for r in roots):
         sys.exit("usage: python -m apps.crypto_forecast.results_table RUN_FOLDER [RUN_FOLDER ...]")
-    print(render(collect(roots)))
+    print(render(collect_runs(roots)))
 
 
 if __name__ == "__main__":

@@ -11,31 +11,11 @@ shown as mean ± sample std; the best mean test Dice of a dataset is bold.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
-
-def collect(roots: list[Path]) -> dict[str, dict[str, list[dict]]]:
-    """dataset -> arch -> metrics.json of each run (with the run's config.yaml beside it)."""
-    table: dict[str, dict[str, list[dict]]] = {}
-    for root in roots:
-        for metrics_file in sorted(root.rglob("metrics.json")):
-            config_file = metrics_file.parent / "config.yaml"
-            if not config_file.is_file():
-                continue
-            cfg = yaml.safe_load(config_file.read_text())
-            metrics = json.loads(metrics_file.read_text())
-            table.setdefault(metrics["dataset"], {}).setdefault(cfg["model"]["arch"], []).append(metrics)
-    return table
-
-
-def _stat(values: list[float], digits: int) -> str:
-    mean = statistics.mean(values)
-    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+from common.utils.results import collect_runs, mean_std
 
 
 def render(table: dict[str, dict[str, list[dict]]]) -> str:
@@ -46,16 +26,16 @@ def render(table: dict[str, dict[str, list[dict]]]) -> str:
         lines += ["| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * (len(header) - 2)]
         best = max(statistics.mean(r["test"]["dice"] for r in rs) for rs in runs.values())
         for arch, rs in sorted(runs.items(), key=lambda item: item[0] != "transdae"):
-            dice = _stat([r["test"]["dice"] for r in rs], 4)
+            dice = mean_std([r["test"]["dice"] for r in rs], 4)
             if statistics.mean(r["test"]["dice"] for r in rs) == best:
                 dice = f"**{dice}**"
             cells = [
                 dataset, arch, str(len(rs)), dice,
-                *(_stat([r["test"][f"dice_{c}"] for r in rs], 4) for c in classes),
-                _stat([r["test"]["hd95"] for r in rs], 2),
-                _stat([r["monitor"]["best"] for r in rs], 4),
-                _stat([r["epochs"] for r in rs], 0),
-                _stat([r["train_seconds"] for r in rs], 0),
+                *(mean_std([r["test"][f"dice_{c}"] for r in rs], 4) for c in classes),
+                mean_std([r["test"]["hd95"] for r in rs], 2),
+                mean_std([r["monitor"]["best"] for r in rs], 4),
+                mean_std([r["epochs"] for r in rs], 0),
+                mean_std([r["train_seconds"] for r in rs], 0),
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -65,7 +45,7 @@ def main(argv: list[str]) -> None:
     roots = [Path(a) for a in argv]
     if not roots or not all(r.is_dir() for r in roots):
         sys.exit("usage: python -m apps.transdae.results_table RUN_FOLDER [RUN_FOLDER ...]")
-    print(render(collect(roots)))
+    print(render(collect_runs(roots)))
 
 
 if __name__ == "__main__":

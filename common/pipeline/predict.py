@@ -54,11 +54,10 @@ def predict(export_dir: str | Path, input_path: str | Path, out_dir: str | Path,
     cfg = cfg or {}
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     info = read_info(export_dir)
-    if not Path(input_path).exists():
-        if not cfg.get("predict_text_input", False):
-            raise InputError(input_path, "an existing file", problem="input not found")
-    else:
+    if Path(input_path).exists():
         input_path = Path(input_path)
+    elif not cfg.get("predict_text_input", False):
+        raise InputError(input_path, "an existing file", problem="input not found")
     model = load(export_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = app_predictor(info["app"])

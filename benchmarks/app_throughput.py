@@ -49,7 +49,9 @@ def official_biformer_tiny(repo: Path) -> torch.nn.Module:
     return biformer_tiny(num_classes=1000)
 
 
-def measure(model: torch.nn.Module, batch: int, steps: int, warmup: int, compile_model: bool) -> dict:
+def measure(
+    model: torch.nn.Module, batch: int, steps: int, warmup: int, compile_model: bool, profile: bool = False
+) -> dict:
     model = model.cuda().train()
     params = sum(p.numel() for p in model.parameters())
     step_model = torch.compile(model) if compile_model else model
@@ -74,11 +76,34 @@ def measure(model: torch.nn.Module, batch: int, steps: int, warmup: int, compile
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     breaks = sum(torch._dynamo.utils.counters["graph_break"].values()) if compile_model else None
-    return {
+    row = {
         "images_per_s": round(batch * steps / seconds, 1),
         "graph_breaks": breaks,
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "params_m": round(params / 1e6, 3),
+    }
+    return row | (host_and_gpu(step) if profile else {})
+
+
+def host_and_gpu(step, steps: int = 5) -> dict:
+    """Where a step's time goes, by torch.profiler over `steps` steps: wall ms, GPU busy ms (kernel time summed),
+    kernel launches, and the ten aten ops with the most host (self CPU) time, per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - start) / steps * 1e3
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "profiled_wall_ms": round(wall_ms, 2),
+        "gpu_busy_ms": round(sum(e.device_time for e in kernels) / 1e3 / steps, 2),
+        "kernels_per_step": round(len(kernels) / steps),
+        "top_host_ops_us": {e.key: round(e.self_cpu_time_total / steps) for e in ops[:10]},
     }
 
 
@@ -91,6 +116,7 @@ def main(argv: list[str] = ()) -> None:
     parser.add_argument("--compile", choices=("both", "no", "yes"), default="both", help="eager, compiled or both")
     parser.add_argument("--models", nargs="+", help="only the models whose names contain one of these words")
     parser.add_argument("--out", type=Path, help="folder for the json and md (default benchmarks/results/<card>)")
+    parser.add_argument("--profile", action="store_true", help="also profile 5 steps: host vs GPU time, launches")
     args = parser.parse_args(list(argv))
     if not torch.cuda.is_available():
         print("app_throughput: needs CUDA; skipped")
@@ -116,7 +142,7 @@ def main(argv: list[str] = ()) -> None:
                 torch._dynamo.reset()
                 torch._dynamo.utils.counters.clear()
                 try:
-                    row = measure(build(), batch, args.steps, args.warmup, compiled)
+                    row = measure(build(), batch, args.steps, args.warmup, compiled, args.profile)
                 except Exception as exc:  # noqa: BLE001 - OOM or a failed compile: record it, go on
                     row = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
                 rows.append({"model": name, "batch": batch, "compiled": compiled} | row)

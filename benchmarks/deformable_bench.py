@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import machine_info
-from benchmarks.timing import gpu_busy_ms
+from benchmarks.timing import cuda_graphed, gpu_busy_ms
 from common.attention.deformable_ms import deformable_ms_torch
 from common.utils.files import write_text
 
@@ -54,12 +54,16 @@ WARMUP_CALLS = 5
 TARGET_SPEEDUP, TARGET_MEMORY_RATIO = 10.0, 0.25
 
 
-def providers(dry_run: bool) -> dict:
+def providers(dry_run: bool, graphed: bool = False) -> dict:
+    """name -> op; with `graphed`, also the kernel CUDA-graphed (the reference syncs with the host: no graph)."""
     if dry_run:
         return {"reference": deformable_ms_torch}
     from common.attention.deformable_ms.triton import deformable_ms_triton
 
-    return {"triton": deformable_ms_triton, "reference": deformable_ms_torch}
+    ops = {"triton": deformable_ms_triton, "reference": deformable_ms_torch}
+    if graphed:  # over value, locations, weights; the level tensors are baked into the graph
+        ops["triton-graphed"] = cuda_graphed(deformable_ms_triton, (0, 3, 4))
+    return ops
 
 
 def make_inputs(batch, queries, levels, heads, points, head_dim, dtype, device, seed=0):
@@ -162,14 +166,14 @@ def fp32_reference(inputs) -> dict:
     return ref
 
 
-def run(dry_run: bool, device: torch.device, shapes=None, dtypes=None, log=print) -> list[dict]:
+def run(dry_run: bool, device: torch.device, shapes=None, dtypes=None, log=print, graphed: bool = False) -> list[dict]:
     levels, heads, points, head_dim = (
         (DRY_LEVELS, DRY_HEADS, DRY_POINTS, DRY_HEAD_DIM) if dry_run else (LEVELS, HEADS, POINTS, HEAD_DIM)
     )
     all_shapes = DRY_SHAPES if dry_run else SHAPES
     shapes = shapes or list(all_shapes)
     dtypes = dtypes or list(DTYPES)
-    ops = providers(dry_run)
+    ops = providers(dry_run, graphed)
     records = []
     for shape in shapes:
         batch, queries = all_shapes[shape]
@@ -296,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shapes", default="", help="comma-separated subset of " + ", ".join(SHAPES))
     parser.add_argument("--dtypes", default="", help="comma-separated subset of " + ", ".join(DTYPES))
     parser.add_argument("--sweep", action="store_true", help="also time the kernel's launch configs at encoder-B2")
+    parser.add_argument("--graphed", action="store_true", help="also time the kernel CUDA-graphed (triton-graphed)")
     args = parser.parse_args(argv or [])
     if not args.dry_run and not torch.cuda.is_available():
         print("no CUDA device: running --dry-run instead (CPU, tiny shape, reference only)")
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
     dtypes = [d for d in args.dtypes.split(",") if d] or None
 
     start = time.perf_counter()
-    records = run(args.dry_run, device, shapes, dtypes)
+    records = run(args.dry_run, device, shapes, dtypes, graphed=args.graphed)
     swept = sweep(device) if args.sweep and not args.dry_run else []
     meta = {
         **machine_info(device),

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import machine_info
-from benchmarks.timing import gpu_busy_ms
+from benchmarks.timing import cuda_graphed, gpu_busy_ms
 from common.attention.routing_bilevel import bilevel_routing_attention, bilevel_routing_attention_torch
 from common.utils.files import write_text
 
@@ -69,27 +69,8 @@ def _providers(dry_run: bool, graphed: bool = False) -> dict:
             **providers,
         }
     if graphed and not dry_run:
-        providers.update({f"{name}-graphed": _graphed(op) for name, op in list(providers.items())})
+        providers.update({f"{name}-graphed": cuda_graphed(op, (0, 1, 2)) for name, op in list(providers.items())})
     return providers
-
-
-def _graphed(op):
-    """`op` captured as CUDA graphs, forward and backward (`torch.cuda.make_graphed_callables`), at the first
-    call's shapes: a replay skips Python and the kernel launches, not the autograd engine. One shape at a
-    time (the graphs' memory pool is freed when the next shape is captured)."""
-    captured = {}
-
-    def run(q, k, v, heads, n_win, topk):
-        key = (tuple(q.shape), heads, n_win, topk)
-        if key not in captured:
-            captured.clear()
-            with torch.enable_grad():  # the capture differentiates the op even when first called under no_grad
-                captured[key] = torch.cuda.make_graphed_callables(
-                    lambda q_, k_, v_: op(q_, k_, v_, heads, n_win, topk), (q, k, v)
-                )
-        return captured[key](q, k, v)
-
-    return run
 
 
 def _sync(device: torch.device) -> None:

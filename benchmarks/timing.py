@@ -31,3 +31,28 @@ def gpu_busy_ms(fn: Callable[[], object], leaves: Sequence[torch.Tensor] = (), c
     for t in leaves:
         t.grad = None
     return total_us / 1e3 / calls
+
+
+def cuda_graphed(op: Callable, graph_args: Sequence[int]) -> Callable:
+    """`op(*args)` captured as CUDA graphs, forward and backward (`torch.cuda.make_graphed_callables`), over the
+    tensors at positions `graph_args`; the other arguments are baked into the graph of the first call with their
+    shapes. A replay skips Python and the kernel launches, not the autograd engine. One shape at a time (the
+    graphs' memory pool is freed when the next shape is captured)."""
+    captured = {}
+
+    def run(*args):
+        key = tuple((tuple(a.shape), a.requires_grad) if isinstance(a, torch.Tensor) else a for a in args)
+        if key not in captured:
+            captured.clear()
+            fixed = list(args)
+
+            def call(*tensors):
+                for i, t in zip(graph_args, tensors):
+                    fixed[i] = t
+                return op(*fixed)
+
+            with torch.enable_grad():  # the capture differentiates the op even when first called under no_grad
+                captured[key] = torch.cuda.make_graphed_callables(call, tuple(args[i] for i in graph_args))
+        return captured[key](*(args[i] for i in graph_args))
+
+    return run

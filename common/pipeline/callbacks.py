@@ -76,6 +76,14 @@ class RandomState(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def batch_size(batch) -> int:
+    """The first dimension of the batch's first tensor (1 when it has none)."""
+    first = batch
+    while isinstance(first, (list, tuple, dict)) and len(first):
+        first = next(iter(first.values())) if isinstance(first, dict) else first[0]
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 1
+
+
 class TrainThroughput(L.Callback):
     """Training samples per second over all ranks: the time from each training epoch's start to its last batch's
     end (so validation, checkpoints and plots are left out), summed over epochs; the batch size is the first
@@ -94,10 +102,7 @@ class TrainThroughput(L.Callback):
         self._start = self._now(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        first = batch
-        while isinstance(first, (list, tuple, dict)) and len(first):
-            first = next(iter(first.values())) if isinstance(first, dict) else first[0]
-        self.samples += int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 1
+        self.samples += batch_size(batch)
         if batch_idx + 1 == trainer.num_training_batches and self._start is not None:
             self.seconds += self._now(pl_module) - self._start
             self._start = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 
 from common.errors import InputError
 from common.pointcloud.meshes import Mesh, sample_surface
@@ -19,10 +18,18 @@ MESH_SUFFIXES = (".off", ".obj", ".ply")
 EXPECTED = "a point cloud (.ply, .pcd, .xyz) or a triangle mesh (.off, .obj, .ply)"
 
 
+def _open3d():
+    """open3d, imported when a file is read: importing this module needs no open3d (a ~400 MB wheel that some
+    machines, such as the GPU device, lack)."""
+    import open3d  # noqa: PLC0415
+
+    return open3d
+
+
 def _read_mesh(path: Path) -> Mesh | None:
     if path.suffix.lower() not in MESH_SUFFIXES:
         return None
-    mesh = o3d.io.read_triangle_mesh(str(path))
+    mesh = _open3d().io.read_triangle_mesh(str(path))
     if len(mesh.triangles) == 0:
         return None  # a .ply of points only
     return Mesh.from_open3d(mesh)
@@ -37,6 +44,7 @@ def orient_outward(xyz: np.ndarray, normals: np.ndarray) -> np.ndarray:
 
 def estimate_normals(xyz: np.ndarray, k: int = 16) -> np.ndarray:
     """Unit normals from the k nearest neighbours (open3d's PCA), made consistent over the surface and outward."""
+    o3d = _open3d()
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
     pcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(k))
     pcd.orient_normals_consistent_tangent_plane(k)
@@ -60,7 +68,7 @@ def read_cloud(path: str | Path, mesh_points: int = 10_000, seed: int = 0) -> tu
         except ValueError as e:
             raise InputError(path, EXPECTED, problem=str(e)) from e
         return xyz, normals
-    pcd = o3d.io.read_point_cloud(str(path))
+    pcd = _open3d().io.read_point_cloud(str(path))
     xyz = np.asarray(pcd.points, dtype=np.float64)
     if len(xyz) == 0:
         raise InputError(path, EXPECTED, problem="no points could be read")

@@ -8,13 +8,23 @@ Part ids are global (ShapeNetPart's convention): `PARTS[name]` lists a class's i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import open3d as o3d
 
 from common.pointcloud.meshes import Mesh, sample_surface
 from common.pointcloud.transforms import normalize_unit_sphere
 
-TM = o3d.geometry.TriangleMesh
+if TYPE_CHECKING:
+    import open3d as o3d
+
+
+def _tm():
+    """open3d's TriangleMesh, imported only when a shape is built: reading a built set needs no open3d (a ~400 MB
+    wheel that some machines, such as the GPU device, lack)."""
+    import open3d as o3d  # noqa: PLC0415
+
+    return o3d.geometry.TriangleMesh
 
 
 def _m(mesh: o3d.geometry.TriangleMesh, label: int = 0) -> Mesh:
@@ -22,13 +32,13 @@ def _m(mesh: o3d.geometry.TriangleMesh, label: int = 0) -> Mesh:
 
 
 def _box(w, d, h, centre=(0.0, 0.0, 0.0), label=0) -> Mesh:
-    m = _m(TM.create_box(w, d, h), label)
+    m = _m(_tm().create_box(w, d, h), label)
     m.vertices += np.asarray(centre) - np.array([w, d, h]) / 2
     return m
 
 
 def _cylinder(r, h, centre=(0.0, 0.0, 0.0), label=0, resolution=24) -> Mesh:
-    m = _m(TM.create_cylinder(r, h, resolution=resolution), label)
+    m = _m(_tm().create_cylinder(r, h, resolution=resolution), label)
     m.vertices += np.asarray(centre)
     return m
 
@@ -38,7 +48,7 @@ def box(rng):
 
 
 def sphere(rng):
-    m = _m(TM.create_sphere(1.0, resolution=16))
+    m = _m(_tm().create_sphere(1.0, resolution=16))
     m.vertices *= rng.uniform(0.8, 1.0, 3)
     return [m]
 
@@ -48,17 +58,17 @@ def cylinder(rng):
 
 
 def cone(rng):
-    m = _m(TM.create_cone(rng.uniform(0.3, 0.6), rng.uniform(0.6, 1.4), resolution=24))
+    m = _m(_tm().create_cone(rng.uniform(0.3, 0.6), rng.uniform(0.6, 1.4), resolution=24))
     return [m]
 
 
 def torus(rng):
-    return [_m(TM.create_torus(rng.uniform(0.6, 1.0), rng.uniform(0.12, 0.3), 30, 12))]
+    return [_m(_tm().create_torus(rng.uniform(0.6, 1.0), rng.uniform(0.12, 0.3), 30, 12))]
 
 
 def capsule(rng):
     """A sphere whose halves move apart: the triangles across the equator become the cylindrical body (part 1)."""
-    m = _m(TM.create_sphere(1.0, resolution=16))
+    m = _m(_tm().create_sphere(1.0, resolution=16))
     up = m.vertices[:, 2] > 0
     m.vertices[:, 2] += np.where(up, 1.0, -1.0) * rng.uniform(0.5, 1.5) / 2
     across = up[m.triangles].any(1) & ~up[m.triangles].all(1)
@@ -68,7 +78,7 @@ def capsule(rng):
 
 
 def moebius(rng):
-    m = _m(TM.create_mobius(length_split=60, width_split=8, twists=1, width=rng.uniform(0.4, 0.8)))
+    m = _m(_tm().create_mobius(length_split=60, width_split=8, twists=1, width=rng.uniform(0.4, 0.8)))
     m.vertices *= [1.0, 1.0, rng.uniform(0.5, 1.5)]
     return [m]
 
@@ -76,21 +86,21 @@ def moebius(rng):
 def arrow(rng):
     shaft_h, head_h = rng.uniform(0.8, 1.6), rng.uniform(0.3, 0.6)
     shaft = _cylinder(rng.uniform(0.05, 0.12), shaft_h, (0, 0, shaft_h / 2), label=0, resolution=16)
-    head = _m(TM.create_cone(rng.uniform(0.18, 0.3), head_h, resolution=20), 1)
+    head = _m(_tm().create_cone(rng.uniform(0.18, 0.3), head_h, resolution=20), 1)
     head.vertices[:, 2] += shaft_h
     return [shaft, head]
 
 
 def tetrahedron(rng):
-    return [_m(TM.create_tetrahedron(rng.uniform(0.6, 1.0)))]
+    return [_m(_tm().create_tetrahedron(rng.uniform(0.6, 1.0)))]
 
 
 def octahedron(rng):
-    return [_m(TM.create_octahedron(rng.uniform(0.6, 1.0)))]
+    return [_m(_tm().create_octahedron(rng.uniform(0.6, 1.0)))]
 
 
 def icosahedron(rng):
-    return [_m(TM.create_icosahedron(rng.uniform(0.6, 1.0)))]
+    return [_m(_tm().create_icosahedron(rng.uniform(0.6, 1.0)))]
 
 
 def table(rng):
@@ -107,7 +117,7 @@ def table(rng):
 def mug(rng):
     r, h = rng.uniform(0.3, 0.5), rng.uniform(0.6, 1.1)
     body = _cylinder(r, h, label=0)
-    handle = _m(TM.create_torus(rng.uniform(0.18, 0.3) * h / 0.8, rng.uniform(0.03, 0.06), 24, 8), 1)
+    handle = _m(_tm().create_torus(rng.uniform(0.18, 0.3) * h / 0.8, rng.uniform(0.03, 0.06), 24, 8), 1)
     v = handle.vertices  # the torus lies in xy: stand it up in xz, keep the half outside the body
     handle.vertices = np.stack([v[:, 0], v[:, 2], v[:, 1]], 1)
     keep = handle.vertices[:, 0] >= 0

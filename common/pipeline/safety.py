@@ -58,6 +58,17 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(name.startswith(p[:-1]) if p.endswith(".*") else name == p for p in patterns)
 
 
+def _missing_package(target: str, exc: BaseException) -> str | None:
+    """The third-party package whose absence stopped the import of `target`'s module, if that is why it failed
+    (not a name that does not exist: then the missing module is `target`'s own path)."""
+    while exc is not None:
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            top = exc.name.split(".")[0]
+            return None if top in ("apps", "common") or target.startswith(exc.name) else top
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def is_allowed(target: str, patterns: tuple[str, ...]) -> bool:
     """Whether `target` names an exact entry of `patterns`, or a class defined under one of its wildcards."""
     if not isinstance(target, str) or not _matches(target, patterns):
@@ -66,7 +77,12 @@ def is_allowed(target: str, patterns: tuple[str, ...]) -> bool:
         return True
     try:
         obj = get_object(target)
-    except Exception:  # not importable: refused like any unknown name
+    except Exception as exc:  # not importable: refused like any unknown name, unless a package it needs is missing
+        missing = _missing_package(target, exc)
+        if missing is not None:
+            raise ManyheadsError(
+                f"{target} needs the package {missing!r}, which is not installed here (make setup installs it)"
+            ) from exc
         return False
     if isinstance(obj, ModuleType) or not isinstance(obj, type):
         return False

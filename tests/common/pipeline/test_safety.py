@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from common.errors import UnsafeFileError
+from common.errors import ManyheadsError, UnsafeFileError
 from common.pipeline.app_config import app_config
 from common.pipeline.build import build_datamodule, build_model
 from common.pipeline.checkpoint_config import load_run
@@ -265,6 +265,18 @@ def test_a_command_line_callback_that_runs_a_command_is_refused(tmp_path):
 def test_a_model_class_of_the_apps_still_builds():
     model = build_model(OmegaConf.create(_scgc_model()))
     assert type(model).__name__ == "SCGC"
+
+
+def test_an_allowed_target_whose_package_is_missing_names_the_package(tmp_path, monkeypatch):
+    """A machine without a dependency (the GPU device has no pycocotools) gets its name, not a refusal."""
+    module = tmp_path / "apps" / "fakeapp"
+    module.mkdir(parents=True)
+    (module / "data.py").write_text("import not_a_package_here\n\nclass Data:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "apps"))
+    monkeypatch.setattr("apps.__path__", [*importlib.import_module("apps").__path__, str(tmp_path / "apps")])
+    with pytest.raises(ManyheadsError, match="needs the package 'not_a_package_here'"):
+        is_allowed("apps.fakeapp.data.Data", ("apps.fakeapp.data.*",))
+    assert not is_allowed("apps.fakeapp.nothing.Data", ("apps.fakeapp.nothing.*",))  # unknown: refused as before
 
 
 def test_the_commands_refuse_files_and_overrides_that_run_code(cli, tmp_path):

@@ -30,6 +30,7 @@ from common.pipeline.build import build_datamodule, build_model, build_module, b
 from common.pipeline.callbacks import RandomState, StoreRunConfig, TrainThroughput, keep_csv_log
 from common.pipeline.checkpoint_config import run_config
 from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
+from common.pipeline.requeue import slurm_requeue
 from common.pipeline.resume import resumed_config, slurm_job_link, slurm_requeued_run
 from common.pipeline.runs import (
     CONFIG_DIR,
@@ -86,11 +87,12 @@ def train(cfg: DictConfig) -> dict:
     last = LastCheckpoint(run_dir / "checkpoints", cfg.last_ckpt_every_n_steps, latest=latest)
     callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved), RandomState(), throughput]
     loggers = _instantiate_group(cfg.logger, "logger")
+    slurm_plugins, slurm_callbacks = slurm_requeue()
     trainer: L.Trainer = build_trainer(
         cfg.trainer,
-        callbacks=[*callbacks, last],
+        callbacks=[*callbacks, *slurm_callbacks, last],
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *slurm_plugins],
         default_root_dir=str(run_dir),
     )
     if trainer.is_global_zero and checkpoint is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from common.errors import ManyheadsError
-from common.pipeline.resume import slurm_requeued_run
+from common.pipeline.jobs import job_run_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(REPO_ROOT / "configs")
@@ -25,20 +25,22 @@ def known_apps() -> list[str]:
 
 
 def run_dir_for(runs_dir: str, app: str, ckpt_path: str | None) -> str:
-    """Hydra's run dir: the resumed run's own folder when resuming (or when SLURM requeued the job), else a new
-    timestamped one."""
+    """Hydra's run dir: the resumed run's own folder when resuming; in a torchrun or SLURM job, the folder of the
+    job's rank 0 (the one it trained in before a requeue or restart); else a new timestamped one."""
     app_runs = Path(runs_dir) / app
-    if ckpt_path is None and (requeued := slurm_requeued_run(app_runs)) is not None:
-        return str(requeued)
     if ckpt_path == "last" and (app_runs / "latest").exists():
         return str((app_runs / "latest").resolve())
     if ckpt_path not in (None, "last") and Path(ckpt_path).parent.name == "checkpoints":
         return str(Path(ckpt_path).resolve().parent.parent)
+    return str(job_run_dir(app_runs, lambda: _new_run_dir(app_runs)) or _new_run_dir(app_runs))
+
+
+def _new_run_dir(app_runs: Path) -> Path:
     stamp = datetime.now().strftime(TIME_FORMAT)
     candidate, n = app_runs / stamp, 1
     while candidate.exists():  # two runs in one second (tests, scripts)
         candidate, n = app_runs / f"{stamp}_{n}", n + 1
-    return str(candidate)
+    return candidate
 
 
 def hydra_subdir(run_dir: str) -> str:

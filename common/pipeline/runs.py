@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from common.errors import ManyheadsError
-from common.pipeline.jobs import job_run_dir
+from common.pipeline.jobs import current_job, job_run_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(REPO_ROOT / "configs")
@@ -43,9 +43,12 @@ def _new_run_dir(app_runs: Path) -> Path:
     return candidate
 
 
-def hydra_subdir(run_dir: str) -> str:
+def hydra_subdir(run_dir: str) -> str | None:
     """Where Hydra writes its files (config.yaml, hydra.yaml, overrides.yaml) in `run_dir`: `.hydra`, or, when the
-    folder already holds them (a resumed or requeued run), `.hydra/resume-<time>`, so the run's own stay as written."""
+    folder already holds them (a resumed or requeued run), `.hydra/resume-<time>`, so the run's own stay as written.
+    None (not written) for the other ranks of a torchrun or SLURM job: the folder is rank 0's."""
+    if (job := current_job()) is not None and job.rank != 0:
+        return None
     if not (Path(run_dir) / ".hydra" / "config.yaml").exists():
         return ".hydra"
     stamp = datetime.now().strftime(TIME_FORMAT)

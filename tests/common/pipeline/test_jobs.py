@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from common.pipeline.jobs import current_job
-from common.pipeline.runs import run_dir_for
+from common.pipeline.runs import hydra_subdir, run_dir_for
 from tests.conftest import REPO
 
 PROBE = [sys.executable, "-m", "tests.common.pipeline.test_jobs"]
@@ -33,6 +33,9 @@ def _free_port() -> int:
 
 
 def _answers(out: Path) -> dict[str, str]:
+    """Each process's run folder; and only rank 0 writes Hydra's files there (the others' `.hydra`: None)."""
+    for hydra in out.glob("*.hydra"):
+        assert hydra.read_text() == (".hydra" if hydra.name.startswith("rank0-") else "None"), hydra.name
     return {p.stem: p.read_text() for p in sorted(out.glob("*.txt"))}
 
 
@@ -84,6 +87,7 @@ def _probe(runs: str, out: str, fail_first: bool) -> None:
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     run_dir = run_dir_for(runs, "app", None)
     Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"rank{job.rank}-attempt{attempt}.hydra").write_text(str(hydra_subdir(run_dir)))
     (Path(out) / f"rank{job.rank}-attempt{attempt}.txt").write_text(run_dir)
     # rank 0's store (SLURM) must outlive the others' questions, and torchrun stops them all when one fails
     while len(list(Path(out).glob(f"*-attempt{attempt}.txt"))) < job.world_size:

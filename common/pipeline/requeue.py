@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -41,10 +42,13 @@ class SlurmRequeue(L.Callback):
         self._previous = None
 
     def setup(self, trainer, pl_module, stage) -> None:
-        self._previous = signal.signal(self.signum, self._request)
+        if threading.current_thread() is threading.main_thread():  # Python takes signals there only
+            self._previous = signal.signal(self.signum, self._request)
 
     def teardown(self, trainer, pl_module, stage) -> None:
-        signal.signal(self.signum, self._previous or signal.SIG_DFL)
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)
+            self._previous = None
 
     def _request(self, signum, frame) -> None:
         self.requested = True  # nothing else: the main thread may hold any lock right now
@@ -59,6 +63,8 @@ class SlurmRequeue(L.Callback):
         self._at_safe_point(trainer)
 
     def _at_safe_point(self, trainer) -> None:
+        # every rank saves at the same batch (the checkpoint is collective): one small all-reduce per batch, under
+        # SLURM only; logging each step already waits for the device as long
         if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             return
         self.requested = False

@@ -8,10 +8,11 @@ input ?=
 export ?=
 ARGS ?=
 # `make test` runs one pytest-xdist worker per core (auto), each test file whole in one worker (its module fixtures
-# built once); a test that hangs fails after TEST_TIMEOUT s with its stack instead of holding up the run.
+# built once); a test that hangs fails after TEST_TIMEOUT s instead of holding up the run. The signal method fails
+# just that test; the thread method would end its worker, and a lost worker once left xdist waiting for good.
 TEST_WORKERS ?= auto
 TEST_TIMEOUT ?= 300
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --timeout $(TEST_TIMEOUT) --timeout-method thread
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --timeout $(TEST_TIMEOUT) --timeout-method signal
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train test test-all eval export predict sweep bench lint format clean

@@ -7,6 +7,12 @@ out ?=
 input ?=
 export ?=
 ARGS ?=
+# `make test` runs one pytest-xdist worker per core (auto), each test file whole in one worker (its module fixtures
+# built once); a test that hangs fails after TEST_TIMEOUT s instead of holding up the run. The signal method fails
+# just that test; the thread method would end its worker, and a lost worker once left xdist waiting for good.
+TEST_WORKERS ?= auto
+TEST_TIMEOUT ?= 300
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --timeout $(TEST_TIMEOUT) --timeout-method signal
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train test test-all eval export predict sweep bench lint format clean
@@ -21,11 +27,11 @@ setup: ## install everything into .venv (idempotent; seconds the second time)
 train: setup ## make train app=NAME [ARGS="hydra overrides"]: train on the app's embedded data
 	$(PY) -m common.pipeline.train $(if $(app),app=$(app)) $(ARGS)
 
-test: setup ## the test suite without `slow` (what CI runs)
-	$(PY) -m pytest -q $(ARGS)
+test: setup ## the test suite without `slow` (what CI runs), on every core [TEST_WORKERS=0: in one process]
+	$(PYTEST) $(ARGS)
 
 test-all: setup ## every test, slow ones included
-	$(PY) -m pytest -q -m "not gpu" $(ARGS)
+	$(PYTEST) -m "not gpu" --timeout 0 $(ARGS)
 
 eval: setup ## make eval app=NAME [ckpt=PATH]: test a checkpoint (default: the latest run's)
 	$(PY) -m common.pipeline.evaluate $(if $(app),app=$(app)) $(if $(ckpt),ckpt=$(ckpt)) $(ARGS)

@@ -19,14 +19,37 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (`make test`: one worker per core) each worker gets its share of the cores, and so do the
+# training processes its tests start (OMP_NUM_THREADS): workers that each spin OpenMP threads on every core run
+# many times slower than one after the other.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+# What Lightning's DDP launchers leave in the environment (MASTER_PORT: a free port it picked). Left there, the next
+# DDP test of this process, and the training processes it starts, would reuse that port, which another xdist
+# worker may have been given meanwhile.
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
 
 
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _ddp_env_restored():
+    before = {key: os.environ.get(key) for key in DDP_ENV}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def run_cli(module: str, *args: str, root: Path, timeout: float = 600, check: bool = True):

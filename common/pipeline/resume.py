@@ -1,28 +1,12 @@
-"""Resuming a run: the config it continues with, and where a requeued SLURM job trains on."""
+"""Resuming a run: the config it continues with."""
 
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.errors import ManyheadsError
-
-
-def slurm_job_link(app_runs: Path) -> Path | None:
-    """`runs/<app>/.slurm-<job id>`, the link to the run folder a SLURM job trains in; None outside SLURM."""
-    job = os.environ.get("SLURM_JOB_ID")
-    return app_runs / f".slurm-{job}" if job else None
-
-
-def slurm_requeued_run(app_runs: Path) -> Path | None:
-    """The run folder a requeued SLURM job (Lightning's auto-requeue, or SLURM's own) trained in before."""
-    link = slurm_job_link(app_runs)
-    if link is None or os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0") or not link.exists():
-        return None
-    return link.resolve()
 
 
 def resumed_config(cfg: DictConfig, stored: DictConfig, overrides: list[str]) -> DictConfig:

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from common.errors import ManyheadsError
-from common.pipeline.resume import slurm_requeued_run
+from common.pipeline.jobs import current_job, job_run_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(REPO_ROOT / "configs")
@@ -25,25 +25,30 @@ def known_apps() -> list[str]:
 
 
 def run_dir_for(runs_dir: str, app: str, ckpt_path: str | None) -> str:
-    """Hydra's run dir: the resumed run's own folder when resuming (or when SLURM requeued the job), else a new
-    timestamped one."""
+    """Hydra's run dir: the resumed run's own folder when resuming; in a torchrun or SLURM job, the folder of the
+    job's rank 0 (the one it trained in before a requeue or restart); else a new timestamped one."""
     app_runs = Path(runs_dir) / app
-    if ckpt_path is None and (requeued := slurm_requeued_run(app_runs)) is not None:
-        return str(requeued)
     if ckpt_path == "last" and (app_runs / "latest").exists():
         return str((app_runs / "latest").resolve())
     if ckpt_path not in (None, "last") and Path(ckpt_path).parent.name == "checkpoints":
         return str(Path(ckpt_path).resolve().parent.parent)
+    return str(job_run_dir(app_runs, lambda: _new_run_dir(app_runs)) or _new_run_dir(app_runs))
+
+
+def _new_run_dir(app_runs: Path) -> Path:
     stamp = datetime.now().strftime(TIME_FORMAT)
     candidate, n = app_runs / stamp, 1
     while candidate.exists():  # two runs in one second (tests, scripts)
         candidate, n = app_runs / f"{stamp}_{n}", n + 1
-    return str(candidate)
+    return candidate
 
 
-def hydra_subdir(run_dir: str) -> str:
+def hydra_subdir(run_dir: str) -> str | None:
     """Where Hydra writes its files (config.yaml, hydra.yaml, overrides.yaml) in `run_dir`: `.hydra`, or, when the
-    folder already holds them (a resumed or requeued run), `.hydra/resume-<time>`, so the run's own stay as written."""
+    folder already holds them (a resumed or requeued run), `.hydra/resume-<time>`, so the run's own stay as written.
+    None (not written) for the other ranks of a torchrun or SLURM job: the folder is rank 0's."""
+    if (job := current_job()) is not None and job.rank != 0:
+        return None
     if not (Path(run_dir) / ".hydra" / "config.yaml").exists():
         return ".hydra"
     stamp = datetime.now().strftime(TIME_FORMAT)

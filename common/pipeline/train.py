@@ -30,7 +30,9 @@ from common.pipeline.build import build_datamodule, build_model, build_module, b
 from common.pipeline.callbacks import RandomState, StoreRunConfig, TrainThroughput, keep_csv_log
 from common.pipeline.checkpoint_config import run_config
 from common.pipeline.checkpoints import AtomicCheckpointIO, LastCheckpoint
-from common.pipeline.resume import resumed_config, slurm_job_link, slurm_requeued_run
+from common.pipeline.jobs import restarted_run
+from common.pipeline.requeue import slurm_requeue
+from common.pipeline.resume import resumed_config
 from common.pipeline.runs import (
     CONFIG_DIR,
     device_name,
@@ -41,7 +43,7 @@ from common.pipeline.runs import (
     versions,
 )
 from common.pipeline.safety import hydra_whitelist, load_checkpoint, safe_instantiate
-from common.utils.files import point_link, write_json
+from common.utils.files import write_json
 
 register_resolvers()
 
@@ -53,11 +55,11 @@ def _instantiate_group(group: DictConfig | None, section: str) -> list:
 
 
 def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path, app_runs: Path) -> Path | None:
-    """`ckpt_path` resolved; or, for a SLURM job requeued into its run folder, the newer of Lightning's requeue
-    checkpoint (`hpc_ckpt_<n>.ckpt`, saved on SLURM's warning signal) and our `last.ckpt`."""
+    """`ckpt_path` resolved; or, for a job that SLURM requeued or torchrun restarted into its run folder, the newer
+    of the requeue checkpoint (`hpc_ckpt_<n>.ckpt`, saved on SLURM's warning signal) and our `last.ckpt`."""
     if cfg.ckpt_path is not None:
         return resolve_checkpoint(cfg.paths.runs_dir, cfg.app_name, cfg.ckpt_path, which="last")
-    if slurm_requeued_run(app_runs) == run_dir:
+    if restarted_run(app_runs) == run_dir:
         saved = [*run_dir.glob("hpc_ckpt_*.ckpt"), *run_dir.glob("checkpoints/last.ckpt")]
         return max(saved, key=lambda p: p.stat().st_mtime, default=None)
     return None
@@ -86,11 +88,12 @@ def train(cfg: DictConfig) -> dict:
     last = LastCheckpoint(run_dir / "checkpoints", cfg.last_ckpt_every_n_steps, latest=latest)
     callbacks = _instantiate_group(cfg.callbacks, "callbacks") + [StoreRunConfig(resolved), RandomState(), throughput]
     loggers = _instantiate_group(cfg.logger, "logger")
+    slurm_plugins, slurm_callbacks = slurm_requeue()
     trainer: L.Trainer = build_trainer(
         cfg.trainer,
-        callbacks=[*callbacks, last],
+        callbacks=[*callbacks, *slurm_callbacks, last],
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *slurm_plugins],
         default_root_dir=str(run_dir),
     )
     if trainer.is_global_zero and checkpoint is not None:
@@ -98,8 +101,6 @@ def train(cfg: DictConfig) -> dict:
     del checkpoint  # fit loads it again: no second copy of the weights meanwhile
     if trainer.is_global_zero and not (run_dir / "config.yaml").exists():  # a resumed run keeps its own
         OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
-    if trainer.is_global_zero and single_run and (job_link := slurm_job_link(app_runs)) is not None:
-        point_link(job_link, run_dir)  # where this job comes back to if it is requeued
 
     best_ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     try:

@@ -75,3 +75,25 @@ def test_every_app_names_its_predictor_in_the_repository_config(app):
     predictor = app_predictor(app)
     assert predictor.func.__module__.startswith(("apps.", "common.")), predictor
     assert list(inspect.signature(predictor).parameters)[:4] == ["model", "input_path", "out_dir", "spec"]
+
+
+@pytest.mark.parametrize(
+    "overrides, precision",
+    [
+        (["trainer=default"], "32"),
+        (["trainer=gpu"], "32"),  # the app's key wins over the trainer group's bf16-mixed
+        (["trainer=gpu", "trainer.precision=bf16-mixed"], "bf16-mixed"),  # the command line wins over both
+        (["trainer=gpu", "experiment=probe_bf16"], "bf16-mixed"),  # and so does an experiment
+    ],
+)
+def test_an_apps_trainer_keys_win_over_the_trainer_group(tmp_path, overrides, precision):
+    """An app that must keep a trainer setting (nestedmorph: fp32, bf16 diverges) sets `trainer:` keys in its
+    config; they win over `trainer=gpu`, and lose to the command line and to an experiment."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "experiment").mkdir()
+    app = "# @package _global_\napp_name: probe\ntrainer: {precision: '32', gradient_clip_val: 1.0}\n"
+    (tmp_path / "app" / "probe.yaml").write_text(app)
+    (tmp_path / "experiment" / "probe_bf16.yaml").write_text("# @package _global_\ntrainer: {precision: bf16-mixed}\n")
+    cfg = _compose([f"hydra.searchpath=[file://{tmp_path}]", "app=probe", *overrides])
+    assert cfg.trainer.precision == precision and cfg.trainer.gradient_clip_val == 1.0
+    assert cfg.trainer._target_ == "lightning.Trainer"

@@ -346,9 +346,9 @@ def test_terminated_run_says_how_to_resume_and_resumes_with_its_own_config(tmp_p
     _assert_same_run(_run_dir(tmp_path / "straight", "crypto_forecast"), run)
 
 
-@pytest.mark.slow  # hung once in a full run (2026-12-07): the process asleep on a futex after SIGUSR1, no hpc_ckpt
 def test_requeued_slurm_job_trains_on_in_its_run_folder(tmp_path):
-    """Lightning's SLURM auto-requeue: on SIGUSR1 it saves `hpc_ckpt_1.ckpt` into the run folder and asks
+    """SLURM's requeue warning: on SIGUSR1 the run saves `hpc_ckpt_1.ckpt` into the run folder at the next batch end
+    (`common.pipeline.requeue`; tests/common/pipeline/test_requeue.py has why not in the signal handler) and asks
     `scontrol` to requeue the job (absent here, so the run goes on until SLURM would kill it: SIGKILL). The requeued
     job (the same command, SLURM_JOB_ID, and SLURM_RESTART_COUNT=1) comes back to that folder and trains on from
     that checkpoint instead of starting a new run."""

@@ -4,7 +4,8 @@ Sources: `source=embedded` (default) builds, once each, into `data_dir`: the syn
 and flite voices reading fortunes; `common.audio.speech`), the codec trained on its training split
 (`common.audio.codec_train`), and the token table of every utterance encoded by that codec (see `embedded.py`).
 `source=tokens` reads a token table at `root` made with another codec (the `model.codec=` route of the
-issue: any codec whose codes are [frames, n_q] integers).
+issue: any codec whose codes are [frames, n_q] integers), or a `common.audio.codec_tokens` folder (tokens.json
+and an npz per utterance) with `corpus_root`, the speech corpus it encodes (texts, voices, splits).
 
 Batches are dicts: `text [B, S]` (0-padded ids), `audio_in [B, D, n_q]` and `target [B, D, n_q]` (the delay
 pattern of tokens.py, D = longest + n_q; inputs padded with PAD, targets with BOS = ignored).
@@ -18,8 +19,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from apps.lina_speech.table import SPLITS, TokenTable, Utterance, read_table
+from apps.lina_speech.table import SPLITS, TokenTable, Utterance, read_table, read_token_folder
 from apps.lina_speech.tokens import BOS, NUM_SPECIALS, collate_codes, pad_batch
+from common.audio.codec_tokens import INFO
 from common.data.cards import DataCardMixin
 from common.data.loaders import SplitDataLoaders
 from common.errors import ConfigError, DatasetError, check_choice, check_range
@@ -36,7 +38,8 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
     """Token-table batches for the language model, and the held-out voices for initial-state tuning.
 
     Args:
-        source: "embedded" or "tokens" (a token table folder at `root`).
+        source: "embedded" or "tokens" (a token table folder at `root`, or a codec_tokens folder there).
+        corpus_root: with a codec_tokens folder at `root`: the speech corpus (manifest.csv) it encodes.
         data_dir: where the embedded corpus, codec and tokens are built once.
         corpus, codec: options of the embedded corpus and codec builders (embedded.py).
         max_frames: longer utterances are left out of every split (the paper crops at its context length).
@@ -49,6 +52,7 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         self,
         source: str = "embedded",
         root: str | None = None,
+        corpus_root: str | None = None,
         data_dir: str = "data/lina_speech",
         corpus: dict | None = None,
         codec: dict | None = None,
@@ -63,7 +67,7 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         check_range("num_workers", num_workers, 0)
         if source == "tokens" and not root:
             raise ConfigError("root", root, "the token table folder when source=tokens")
-        self.source, self.root, self.data_dir = source, root, Path(data_dir)
+        self.source, self.root, self.corpus_root, self.data_dir = source, root, corpus_root, Path(data_dir)
         self.corpus_options, self.codec_options = dict(corpus or {}), dict(codec or {})
         self.max_frames, self.batch_size, self.num_workers = int(max_frames), int(batch_size), int(num_workers)
         self.table: TokenTable | None = None
@@ -93,7 +97,13 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
     def setup(self, stage: str | None = None) -> None:
         if self.table is not None:
             return
-        table = read_table(self.table_dir(), card=self.card)
+        folder = self.table_dir()
+        if (folder / INFO).is_file():  # a common.audio.codec_tokens folder: texts and splits from its corpus
+            if not self.corpus_root:
+                raise ConfigError("data.corpus_root", None, f"the speech corpus (manifest.csv) that {folder} encodes")
+            table = read_token_folder(folder, Path(self.corpus_root))
+        else:
+            table = read_table(folder, card=self.card)
         table.utterances = [u for u in table.utterances if 0 < u.codes.shape[0] <= self.max_frames]
         for split in ("train", "val"):
             if not table.split(split):

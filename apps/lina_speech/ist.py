@@ -79,7 +79,8 @@ def tune_voice(
     """Learn a voice's initial states on `batches` (an iterable of data-module batches, cycled) for `steps`
     optimiser steps, the model frozen and in eval mode; returns the states and the loss per step."""
     torch.manual_seed(seed)
-    voice = VoiceStates.for_model(model, rank).to(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    voice = VoiceStates.for_model(model, rank).to(device)
     optimizer = torch.optim.Adam(voice.parameters(), lr=lr)
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
@@ -94,8 +95,9 @@ def tune_voice(
                     except StopIteration:
                         data = iter(batches)
                         batch = next(data)
-                    logits = model.logits(batch["text"], batch["audio_in"], states=voice.states())
-                    loss = model.loss(logits, batch["target"]) / grad_accumulation
+                    text, audio_in, target = (batch[k].to(device) for k in ("text", "audio_in", "target"))
+                    logits = model.logits(text, audio_in, states=voice.states())
+                    loss = model.loss(logits, target) / grad_accumulation
                     loss.backward()
                     total += loss.item()
                 optimizer.step()

@@ -4,15 +4,19 @@ Logged per split: `loss` (the official CE, targets = BOS ignored), `acc` (top-1 
 targets), `top10` (the official metric: the target among the 10 best), and the unigram baseline's `unigram_loss`
 and `unigram_acc` on the same targets: per quantizer, the training targets' token frequencies (add-0.5
 smoothing), i.e. the best a model that ignores the text and the past can do. Learning means beating it.
+Val and test metrics are token-weighted means over the whole split, each utterance counted once under DDP
+(`common.data.distributed.SplitRows`: the sampler's padding repeats are dropped).
 """
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from apps.lina_speech.model import LinaSpeech
 from apps.lina_speech.tokens import BOS
+from common.data.distributed import SplitRows
 from common.utils.schedulers import with_scheduler
 
 
@@ -21,45 +25,61 @@ class LinaSpeechModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self._outputs = {"val": SplitRows(), "test": SplitRows()}
         self.register_buffer(
             "unigram_logp", torch.full((model.n_q, model.vocab), -float(torch.log(torch.tensor(model.vocab))))
         )
 
     def on_fit_start(self) -> None:
-        counts = self.trainer.datamodule.unigram_counts().to(self.device) + 0.5
+        self.set_unigram(self.trainer.datamodule.unigram_counts())
+
+    def set_unigram(self, counts: torch.Tensor) -> None:
+        """The unigram baseline from the training targets' counts [n_q, vocab] (add-0.5 smoothing)."""
+        counts = counts.to(self.device) + 0.5
         counts[:, : BOS + 1] = 0.0  # pad and BOS are never targets
         self.unigram_logp.copy_((counts / counts.sum(-1, keepdim=True)).log())
 
-    def _step(self, batch: dict, split: str) -> torch.Tensor:
-        logits = self.model.logits(batch["text"], batch["audio_in"])
-        target = batch["target"]
-        loss = self.model.loss(logits, target)
-        bs = target.shape[0]
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=split != "test", batch_size=bs)
-        if split == "train":
-            return loss
-        keep = target != BOS
-        t = target[keep]
-        kept = logits[keep]  # [N, vocab]
-        unigram = self.unigram_logp[None, None].expand(*target.shape, -1)[keep]
-        metrics = {
-            "acc": (kept.argmax(-1) == t).float().mean(),
-            "top10": (kept.topk(10, dim=-1).indices == t[:, None]).any(-1).float().mean(),
-            "unigram_loss": -unigram.gather(-1, t[:, None]).mean(),
-            "unigram_acc": (unigram.argmax(-1) == t).float().mean(),
-        }
-        for name, value in metrics.items():
-            self.log(f"{split}/{name}", value, on_step=False, on_epoch=True, batch_size=bs)
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.model.loss(self.model.logits(batch["text"], batch["audio_in"]), batch["target"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    def _eval_step(self, split: str, batch: dict, batch_idx: int) -> None:
+        """Per utterance: sums over its kept targets (loss, hits, unigram loss and hits) and their count; the
+        split's metrics are ratios of the gathered sums (token-weighted, each utterance once under DDP)."""
+        logits = self.model.logits(batch["text"], batch["audio_in"]).float()
+        target = batch["target"]
+        keep = target != BOS
+        nll = F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=BOS, reduction="none")
+        unigram = self.unigram_logp[None, None].expand(*target.shape, -1)
+        rows = {
+            "loss": nll.view_as(target),
+            "acc": logits.argmax(-1) == target,
+            "top10": (logits.topk(10, dim=-1).indices == target[..., None]).any(-1),
+            "unigram_loss": -unigram.gather(-1, target[..., None])[..., 0],
+            "unigram_acc": unigram.argmax(-1) == target,
+        }
+        sums = {k: torch.where(keep, v.double(), 0.0).sum((1, 2)) for k, v in rows.items()}  # log 0 of BOS: dropped
+        self._outputs[split].add(self.trainer, batch_idx, tokens=keep.double().sum((1, 2)), **sums)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        if not self._outputs[split]:
+            return
+        sums = {k: v.sum() for k, v in self._outputs[split].gather().items()}
+        tokens = sums.pop("tokens").clamp_min(1)
+        self.log_dict({f"{split}/{k}": float(v / tokens) for k, v in sums.items()})  # equal on every rank
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._eval_step("val", batch, batch_idx)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._eval_step("test", batch, batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
 
     def configure_optimizers(self):
         return with_scheduler(self.optimizer_factory(self.model.parameters()), self.scheduler_factory, self.trainer)

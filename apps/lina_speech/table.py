@@ -6,6 +6,9 @@ concatenated along time, [sum of frames, n_q], int32, in the order of `table.jso
 `common.audio.speech`): train, val (held-out sentences of the training voices, for model selection), test
 (other held-out sentences); ist_train, ist_val, ist_test: the same sentence splits read by held-out voices,
 for initial-state tuning (on ist_train) and its judgement (on ist_test).
+
+`read_token_folder` reads the other layout, a `common.audio.codec_tokens` folder (tokens.json + one npz per
+utterance), with the texts, voices and splits of the speech corpus it encodes (its manifest.csv).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.audio.codec_tokens import read_token_info, read_tokens
+from common.audio.speech import read_corpus_info, read_manifest
+from common.audio.text import CharTokenizer
 from common.errors import DatasetError
 
 FORMAT_VERSION = 1
@@ -99,3 +105,24 @@ def read_table(folder: Path, card: str | None = None) -> TokenTable:
         for r, a, b in zip(info["utterances"], starts[:-1], starts[1:])
     ]
     return TokenTable({k: info[k] for k in META_KEYS}, utterances)
+
+
+def read_token_folder(folder: Path, corpus_dir: Path) -> TokenTable:
+    """The token table of a `common.audio.codec_tokens` folder: an utterance per row of the corpus manifest,
+    its codes from `<id>.npz`, its text tokenised by `CharTokenizer`; problems raise DatasetError."""
+    info, tokenizer = read_token_info(folder), CharTokenizer()
+    utterances = [
+        Utterance(
+            u.id,
+            u.voice,
+            u.sentence_id,
+            u.split,
+            u.text,
+            torch.tensor(tokenizer.encode(u.text)),
+            torch.from_numpy(read_tokens(folder, u.id, info)),
+        )
+        for u in read_manifest(corpus_dir)
+    ]
+    meta = {"n_q": info.n_q, "codebook_size": info.codebook_size, "frame_rate": info.frame_rate}
+    meta |= {"sample_rate": read_corpus_info(corpus_dir)["sample_rate"], "text_vocab": tokenizer.vocab_size}
+    return TokenTable(meta, utterances)

@@ -96,3 +96,15 @@ def test_bf16_autocast_keeps_the_warp_and_the_loss_in_fp32():
             loss, out = module.loss(batch)
     assert out["warped"].dtype == out["ddf"].dtype == torch.float32
     assert abs(float(loss) - float(reference)) < 1e-3 and -1 < float(reference) < 0
+
+
+def test_integrated_output_of_a_constant_velocity_is_that_translation():
+    """integrate=7 reads the output as a stationary velocity: a constant one integrates to the same constant
+    displacement (away from the border, where the zero padding of the squaring steps reaches in)."""
+    model = RegistrationNet(**TINY, integrate=7)
+    with torch.no_grad():
+        model.net.flow.weight.zero_()
+        model.net.flow.bias.copy_(torch.tensor([1.5, -0.5, 0.25]))
+        _, ddf = model(torch.rand(1, 1, 32, 32, 32), torch.rand(1, 1, 32, 32, 32))
+    inner = ddf[0, :, 4:-4, 4:-4, 4:-4].flatten(1)
+    torch.testing.assert_close(inner, torch.tensor([[1.5], [-0.5], [0.25]]).expand_as(inner), atol=1e-4, rtol=0)

@@ -32,9 +32,9 @@ from common.medical.brains import load_brain
 from common.medical.deform import draw_field, intensity_change
 from common.medical.reg_pairs import pair_folders, read_pair
 from common.medical.reg_tissue import tissue_labels
-from common.medical.warp import cube_grid, resample
+from common.medical.warp import cube_grid, resample, warp_labels
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: labels resampled class by class (common.medical.warp)
 SPLIT_BRAINS = {"train": ("mni152", "macaque"), "val": ("mni152", "macaque"), "test": ("colin27",)}
 REAL_PAIRS = (("colin27", "mni152"), ("mni152", "colin27"))  # (moving, fixed)
 SPLIT_SEEDS = {"val": 1_000_003, "test": 2_000_003}  # val/test pairs come from their own seeds, never the run's
@@ -77,7 +77,7 @@ class SyntheticPairs(Dataset):
 
     def __init__(self, brains: list[dict], n: int, max_shift: float, seed: int | None):
         self.brains, self.n, self.max_shift, self.seed = brains, n, max_shift, seed
-        self.warp_image, self.warp_labels = Warp("bilinear", "zeros"), Warp("nearest", "zeros")
+        self.warp_image = Warp("bilinear", "zeros")
 
     def __len__(self) -> int:
         return self.n
@@ -86,7 +86,7 @@ class SyntheticPairs(Dataset):
         size = brain["image"].shape[-1]
         ddf = draw_field(size, self.max_shift * size, generator=generator)[None]
         image = self.warp_image(brain["image"][None], ddf)[0]
-        labels = self.warp_labels(brain["labels"][None].float(), ddf)[0].round().long()
+        labels = warp_labels(brain["labels"][None], ddf)[0]
         seed = int(torch.randint(2**31 - 1, (), generator=generator))
         return intensity_change(seed)(image).clamp(0, 1).as_tensor().float(), labels
 

@@ -4,6 +4,8 @@
 in voxels (MONAI's convention: channel i moves along spatial axis i) and `warped` is `moving` resampled at
 x + ddf(x) by MONAI's `Warp` (trilinear, zeros outside). `arch=nestedmorph` is the paper's network;
 `arch=voxelmorph` is MONAI's `VoxelMorph` (diffeomorphic: its velocity field is integrated in 7 squaring steps).
+NestedMorph's official code predicts the displacement itself (`integrate=0`); `integrate=n` reads its output as a
+stationary velocity field and integrates it by scaling and squaring in n steps (MONAI `DVF2DDF`), as VoxelMorph.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import warnings
 
 import torch
-from monai.networks.blocks import Warp
+from monai.networks.blocks import DVF2DDF, Warp
 from monai.networks.nets import VoxelMorph
 from torch import nn
 
@@ -114,6 +116,8 @@ class RegistrationNet(nn.Module):
         dims: NestedMorph's stage widths (the official code: 48, 96, 192, 384).
         encoder_depth: dual blocks per encoder stage (official: 1). decoder_depth: blocks per decoder stage (2).
         channel_heads: heads of the channel attention (8); every width must be a multiple of it.
+        integrate: scaling-and-squaring steps turning NestedMorph's output into a diffeomorphic displacement;
+            0 (the official code) uses the output as the displacement. VoxelMorph always integrates 7 steps.
     """
 
     def __init__(
@@ -124,10 +128,12 @@ class RegistrationNet(nn.Module):
         encoder_depth: int = 1,
         decoder_depth: int = 2,
         channel_heads: int = 8,
+        integrate: int = 0,
     ):
         super().__init__()
         check_choice("arch", arch, ARCHS)
         check_range("size", size, 32)
+        check_range("integrate", integrate, 0, 16)
         dims = tuple(int(d) for d in dims)
         if arch == "nestedmorph":
             if size % 32:
@@ -138,15 +144,25 @@ class RegistrationNet(nn.Module):
             self.net = NestedMorphNet(dims, encoder_depth, decoder_depth, channel_heads)
         else:
             self.net = VoxelMorph()  # MONAI's default: UNet (16, 32, 32, 32, 32, 32), 7 integration steps
+            integrate = self.net.dvf2ddf.num_steps  # run below as VoxelMorph.forward does (full resolution)
         self.arch, self.size = arch, int(size)
         self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.integrate = DVF2DDF(int(integrate), mode="bilinear", padding_mode="zeros") if integrate else None
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """moving, fixed: [B, 1, S, S, S] -> (warped [B, 1, S, S, S], ddf [B, 3, S, S, S] in voxels)."""
-        if self.arch == "voxelmorph":
-            return self.net(moving, fixed)
-        ddf = self.net(torch.cat([moving, fixed], dim=1))
-        return self.warp(moving, ddf), ddf
+        """moving, fixed: [B, 1, S, S, S] -> (warped [B, 1, S, S, S], ddf [B, 3, S, S, S] in voxels).
+
+        The network may run in bf16 (autocast); integration and warping never do: MONAI builds the sampling grid
+        in the field's dtype, and in bf16 a voxel coordinate near 32 moves in steps of 1/4 voxel, so a warp
+        rounds the displacement away and scaling and squaring (which adds 1/128 of the field) does not integrate.
+        """
+        x = torch.cat([moving, fixed], dim=1)
+        field = self.net.backbone(x) if self.arch == "voxelmorph" else self.net(x)
+        with torch.autocast(x.device.type, enabled=False):
+            ddf = field.float()
+            if self.integrate is not None:
+                ddf = self.integrate(ddf)
+            return self.warp(moving.float(), ddf), ddf
 
     def example_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(0)

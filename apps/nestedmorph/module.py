@@ -4,28 +4,28 @@ Loss (official `scripts/train.py`, intended form): local NCC between the warped 
 (MONAI's `LocalNormalizedCrossCorrelationLoss`, 9^3 window as VoxelMorph's NCC) + lambda * Grad3d, the mean
 squared forward difference of the displacement (the diffusion regulariser of VoxelMorph / NestedMorph).
 
-Validation and test register every pair and log, per split, the means over pairs of `ssim`, `dice`, `hd95`
-(mm), `sdlogj` and `folding` (% of voxels with det J <= 0), and the same three overlap metrics without
+Validation and test register every pair and log, per split, the means over pairs of `loss`, `ssim`, `dice`,
+`hd95` (mm), `sdlogj` and `folding` (% of voxels with det J <= 0), and the same three overlap metrics without
 registration (`*_identity`: the moving volume as it is). Real pairs of the test split (the inter-subject
-Colin27 <-> MNI152 pairs) are logged apart, with the suffix `_real`.
+Colin27 <-> MNI152 pairs) are logged apart, with the suffix `_real`. Under DDP the pairs are gathered from the
+ranks first, each once (`common.data.distributed.SplitRows`).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
-from monai.networks.blocks import Warp
 
 from apps.nestedmorph.model import RegistrationNet
+from common.data.distributed import SplitRows
 from common.errors import check_range
 from common.medical.jacobian import jacobian_determinant
 from common.medical.reg_metrics import overlap, pair_metrics, ssim
 from common.medical.reg_plots import plot_registration
+from common.medical.warp import warp_labels
 from common.utils.modes import eval_mode
 from common.utils.schedulers import with_scheduler
 
@@ -45,12 +45,13 @@ class NestedMorphModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.smoothness = float(smoothness)
         self.ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=ncc_window)
-        self.warp_labels = Warp("nearest", "zeros")
-        self._pairs: dict[str, list[dict]] = {}
+        self._rows = {"val": SplitRows(), "test": SplitRows()}
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         warped, ddf = self.model(batch["moving"], batch["fixed"])
-        parts = {"ncc": self.ncc(warped, batch["fixed"]), "grad": grad3d(ddf)}
+        # fp32 even under bf16 autocast: LNCC's window sums (convolutions) lose E[xy] - E[x]E[y] to cancellation
+        with torch.autocast(warped.device.type, enabled=False):
+            parts = {"ncc": self.ncc(warped.float(), batch["fixed"].float()), "grad": grad3d(ddf.float())}
         return parts["ncc"] + self.smoothness * parts["grad"], {"warped": warped, "ddf": ddf, **parts}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -62,32 +63,36 @@ class NestedMorphModule(L.LightningModule):
         return loss
 
     # ---- evaluation, one pair per batch ---------------------------------------------------------------
-    def _eval_step(self, batch: dict, split: str) -> None:
+    def pair_scores(self, batch: dict) -> dict[str, float]:
+        """Loss and metrics of one pair (batch of 1), registered and as it is (`*_identity`)."""
         loss, out = self.loss(batch)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=1)
         spacing = float(batch["spacing"][0])
-        warped_labels = self.warp_labels(batch["moving_labels"].float(), out["ddf"]).round().long()
-        metrics = pair_metrics(out["warped"], batch["fixed"], warped_labels, batch["fixed_labels"], out["ddf"], spacing)
+        warped_labels = warp_labels(batch["moving_labels"], out["ddf"].float())
+        scores = pair_metrics(out["warped"], batch["fixed"], warped_labels, batch["fixed_labels"], out["ddf"], spacing)
         identity = {"ssim": ssim(batch["moving"], batch["fixed"])} | overlap(
             batch["moving_labels"], batch["fixed_labels"], spacing
         )
-        metrics |= {f"{k}_identity": v for k, v in identity.items()}
-        group = f"{split}_real" if int(batch["real"][0]) and split == "test" else split
-        self._pairs.setdefault(group, []).append(metrics)
+        return {"loss": float(loss)} | scores | {f"{k}_identity": v for k, v in identity.items()}
+
+    def _eval_step(self, batch: dict, batch_idx: int, split: str) -> None:
+        scores = {k: torch.tensor([v], dtype=torch.float64) for k, v in self.pair_scores(batch).items()}
+        self._rows[split].add(self.trainer, batch_idx, real=batch["real"].long(), **scores)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
     def _log_means(self, split: str) -> None:
-        for group in (split, f"{split}_real"):
-            pairs = self._pairs.pop(group, [])
-            suffix = "_real" if group.endswith("_real") else ""
-            for key in pairs[0] if pairs else ():
-                values = [p[key] for p in pairs if not math.isnan(p[key])]
-                self.log(f"{split}/{key}{suffix}", float(np.mean(values)) if values else math.nan)
+        """Means over the split's pairs, each pair once under DDP (gathered from every rank, padding repeats
+        dropped), NaNs (pairs without labels) skipped; test's real pairs apart, with the suffix `_real`."""
+        rows = self._rows[split].gather()
+        real = rows.pop("real").bool() & (split == "test")
+        for suffix, group in (("", ~real), ("_real", real)):
+            if group.any():
+                means = {f"{split}/{k}{suffix}": float(v[group].nanmean()) for k, v in rows.items()}
+                self.log_dict(means)  # equal on every rank: each computed them from the same gathered rows
 
     def on_validation_epoch_end(self) -> None:
         self._log_means("val")

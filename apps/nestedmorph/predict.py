@@ -1,11 +1,13 @@
 """Register a user's volume with a NestedMorph (or VoxelMorph) export.
 
-`input` is either
-- a pair folder: `moving.nii.gz` and `fixed.nii.gz` of one shape (optional `moving_labels.nii.gz`), resized to
-  the model's cube as the real datasets are (`common.medical.reg_pairs`); results are written on that cube
-  (the fixed image's affine rescaled to it); or
-- one NIfTI volume in MNI space (e.g. affinely normalised): registered onto the MNI152 template, both
-  resampled onto the embedded data's MNI cube grid through their affines.
+`input` is
+- a moving NIfTI volume with `fixed=<fixed NIfTI volume>` (`make predict app=nestedmorph input=moving.nii.gz
+  ARGS="fixed=fixed.nii.gz"`): two volumes of one shape, resized to the model's cube as the real datasets are
+  (`common.medical.reg_pairs`); results are written on that cube (the fixed image's affine rescaled to it);
+- a pair folder: `moving.nii.gz` and `fixed.nii.gz` of one shape (optional `moving_labels.nii.gz`, warped
+  along), read the same way; or
+- one NIfTI volume in MNI space without `fixed` (e.g. affinely normalised): registered onto the MNI152 template,
+  both resampled onto the embedded data's MNI cube grid through their affines.
 
 Writes `warped.nii.gz`, `ddf.nii.gz` (displacement [S, S, S, 3] in mm along the grid's axes, which are RAS),
 `fixed.nii.gz` (the fixed image on the cube), `warped_labels.nii.gz` when labels came with the pair, and
@@ -19,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.networks.blocks import Warp
 
 from common.errors import InputError
 from common.medical.brains import load_brain
 from common.medical.jacobian import folding_percent, jacobian_determinant, sdlogj
-from common.medical.reg_pairs import read_pair
+from common.medical.reg_pairs import read_pair, read_volumes
 from common.medical.reg_plots import plot_registration
 from common.medical.volumes import EXPECTED, is_nifti, load_volume, save_volume
-from common.medical.warp import cube_grid, resample, resized_affine
+from common.medical.warp import cube_grid, resample, resized_affine, warp_labels
 
 ACCEPTS = f"a pair folder with moving.nii.gz and fixed.nii.gz, or {EXPECTED} in MNI space"
+ACCEPTS_FIXED = f"input=<moving: {EXPECTED}> with fixed=<{EXPECTED} of the same shape>"
 
 
 def _to_mni_cube(input_path: Path, size: int) -> dict:
@@ -47,20 +49,26 @@ def _to_mni_cube(input_path: Path, size: int) -> dict:
     return {"moving": torch.from_numpy(moving)[None], "fixed": torch.from_numpy(fixed)[None], "affine": grid}
 
 
-def _read_input(input_path: Path, size: int) -> dict:
-    if input_path.is_dir():
+def _read_input(input_path: Path, size: int, fixed: str | None) -> dict:
+    if fixed is not None:
+        if input_path.is_dir():
+            raise InputError(input_path, ACCEPTS_FIXED, problem="fixed= goes with a moving volume, not a pair folder")
+        pair = read_volumes({"moving": input_path, "fixed": Path(fixed)}, size, expected=ACCEPTS_FIXED)
+    elif input_path.is_dir():
         pair = read_pair(input_path, size)
-        return pair | {"affine": resized_affine(pair["affine"], pair["shape"], size)}
-    if not is_nifti(input_path):
+    elif is_nifti(input_path):
+        return _to_mni_cube(input_path, size)
+    else:
         raise InputError(input_path, ACCEPTS, problem="neither a folder nor a NIfTI file")
-    return _to_mni_cube(input_path, size)
+    return pair | {"affine": resized_affine(pair["affine"], pair["shape"], size)}
 
 
 @torch.no_grad()
-def predict(model, input_path: Path, out_dir: Path, spec: dict) -> dict:
+def predict(model, input_path: Path, out_dir: Path, spec: dict, fixed: str | None = None) -> dict:
+    """`fixed`: the fixed volume that `input_path` (the moving one) is registered onto (see the module docstring)."""
     input_path, out_dir = Path(input_path), Path(out_dir)
     size = int(spec["spec"]["size"])
-    data = _read_input(input_path, size)
+    data = _read_input(input_path, size, fixed)
     moving, fixed = data["moving"][None].float(), data["fixed"][None].float()
     warped, ddf = model(moving, fixed)
     affine = data["affine"]
@@ -72,7 +80,7 @@ def predict(model, input_path: Path, out_dir: Path, spec: dict) -> dict:
         "ddf": save_volume(out_dir / "ddf.nii.gz", ddf[0].permute(1, 2, 3, 0).numpy() * spacing, affine),
     }
     if "moving_labels" in data:
-        labels = Warp("nearest", "zeros")(data["moving_labels"][None].float(), ddf)[0, 0].round().long()
+        labels = warp_labels(data["moving_labels"][None], ddf)[0, 0]
         written["warped_labels"] = save_volume(
             out_dir / "warped_labels.nii.gz", labels.numpy().astype(np.int16), affine
         )

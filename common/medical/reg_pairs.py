@@ -58,30 +58,48 @@ def resize(volume: np.ndarray, size: int, labels: bool = False) -> torch.Tensor:
 
 
 def read_pair(folder: str | Path, size: int, card: str | None = None) -> dict:
-    """{moving, fixed: [1, S, S, S] float, (moving_labels, fixed_labels: [1, S, S, S] int64), affine, shape}.
-
-    `card=None` reads a user's folder (InputError); else a dataset's (DatasetError naming the card). The two
-    images must have one shape; `affine` and `shape` are the fixed image's (to write results in its space)."""
+    """The pair in `folder` (moving.nii.gz, fixed.nii.gz, optional *_labels.nii.gz), read by `read_volumes`."""
     folder = Path(folder)
+    paths = {}
+    for role in ROLES:
+        paths[role] = find(folder, role)
+        if paths[role] is None:
+            problem = f"no {role}.nii.gz in the pair folder"
+            if card is None:
+                raise InputError(folder, EXPECTED, problem)
+            raise DatasetError(folder, EXPECTED, card, problem)
+        paths[f"{role}_labels"] = find(folder, f"{role}_labels")
+    return read_volumes(paths, size, card)
+
+
+def read_volumes(paths: dict[str, Path | None], size: int, card: str | None = None, expected: str = EXPECTED) -> dict:
+    """{moving, fixed: [1, S, S, S] float, (moving_labels, fixed_labels: [1, S, S, S] int64), affine, shape} from
+    `paths[role]` and the optional `paths[f"{role}_labels"]` (roles moving, fixed).
+
+    `card=None` reads a user's files (InputError); else a dataset's (DatasetError naming the card). The two
+    images must have one shape and hold some contrast; `affine` and `shape` are the fixed image's (to write
+    results in its space)."""
 
     def error(path: Path, problem: str):
-        return InputError(path, EXPECTED, problem) if card is None else DatasetError(path, EXPECTED, card, problem)
+        return InputError(path, expected, problem) if card is None else DatasetError(path, expected, card, problem)
 
     out, shapes = {}, {}
     for role in ROLES:
-        path = find(folder, role)
-        if path is None:
-            raise error(folder, f"no {role}.nii.gz in the pair folder")
+        path = Path(paths[role])
         image, affine = load_volume(path, card=card)
+        if image.max() <= image.min():
+            raise error(path, f"empty volume: every voxel is {float(image.min()):g}")
         out[role], shapes[role] = resize(image, size), image.shape
         out["affine"] = affine
-        label_path = find(folder, f"{role}_labels")
+        label_path = paths.get(f"{role}_labels")
         if label_path is not None:
             labels, _ = load_volume(label_path, card=card, labels=True)
             if labels.shape != image.shape:
                 raise error(label_path, f"shape {list(labels.shape)}, its image's {list(image.shape)}")
             out[f"{role}_labels"] = resize(labels, size, labels=True)
     if shapes["moving"] != shapes["fixed"]:
-        raise error(folder, f"moving {list(shapes['moving'])} and fixed {list(shapes['fixed'])} differ in shape")
+        raise error(
+            Path(paths["fixed"]), f"moving {list(shapes['moving'])} and fixed {list(shapes['fixed'])} differ in shape"
+        )
     out["shape"] = shapes["fixed"]
     return out

@@ -3,11 +3,19 @@
 Registration networks take fixed-size cubes (NestedMorph: 64^3). A cube grid is an affine [4, 4] (voxel -> mm)
 with isotropic spacing, axis-aligned with the RAS+ volumes of `common.medical.volumes`; two volumes of one space
 (MNI152 and Colin27 are both in MNI space) resampled onto the same grid stay aligned as they were.
+
+Labels are resampled and warped class by class (the indicator of each class interpolated linearly, then the most
+likely class per voxel: ITK's label-image Gaussian interpolator, ANTs's GenericLabel), not by nearest neighbour:
+on a coarse cube nearest neighbour picks one source voxel per cell and turns every tissue boundary into noise,
+and each further nearest warp adds more. The measured cost on the 32^3 brains (6 mm voxels): even the true
+deformation scores tissue Dice 0.68 with nearest neighbour everywhere, 0.84 class by class.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from monai.networks.blocks import Warp
 from scipy import ndimage
 
 
@@ -26,17 +34,32 @@ def cube_grid(image: np.ndarray, affine: np.ndarray, size: int, margin: float = 
 
 
 def resample(volume: np.ndarray, affine: np.ndarray, grid: np.ndarray, size: int, labels: bool = False) -> np.ndarray:
-    """`volume` (voxel -> mm by `affine`) sampled on the `size`^3 `grid`; zeros outside.
+    """`volume` (voxel -> mm by `affine`) sampled on the `size`^3 `grid`; zeros (background) outside.
 
-    Images: Gaussian anti-aliasing (sigma = 0.4 x the downsampling factor per axis, in source voxels), then
-    trilinear. Labels: nearest neighbour (a label is never averaged into another)."""
+    Gaussian anti-aliasing (sigma = 0.4 x the downsampling factor per axis, in source voxels), then trilinear.
+    Labels: the same for each class's indicator, then the most likely class (a label is never averaged into
+    another)."""
     to_source = np.linalg.inv(affine) @ grid  # grid voxel -> source voxel
+    factor = np.abs(to_source[:3, :3]).sum(axis=1)  # source voxels per grid voxel, per source axis
+    sigma = np.maximum(0.4 * factor, 0) * (factor > 1)
+
+    def sample(v: np.ndarray) -> np.ndarray:
+        v = ndimage.gaussian_filter(v.astype(np.float32), sigma=sigma)
+        return ndimage.affine_transform(v, to_source[:3, :3], to_source[:3, 3], output_shape=(size,) * 3, order=1)
+
     if not labels:
-        factor = np.abs(to_source[:3, :3]).sum(axis=1)  # source voxels per grid voxel, per source axis
-        volume = ndimage.gaussian_filter(volume.astype(np.float32), sigma=np.maximum(0.4 * factor, 0) * (factor > 1))
-    return ndimage.affine_transform(
-        volume, to_source[:3, :3], offset=to_source[:3, 3], output_shape=(size,) * 3, order=0 if labels else 1
-    ).astype(np.int64 if labels else np.float32)
+        return sample(volume).astype(np.float32)
+    values = np.union1d([0], np.unique(volume))
+    return values[np.argmax([sample(volume == v) for v in values], axis=0)].astype(np.int64)
+
+
+def warp_labels(labels: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
+    """Int label maps [B, 1, D, H, W] moved by MONAI's displacement `ddf` [B, 3, D, H, W] (voxels), class by
+    class (see the module docstring); labels >= 0, background (0) outside the volume."""
+    values = torch.unique(torch.cat([labels.new_zeros(1), labels.flatten()]))
+    index = torch.searchsorted(values, labels[:, 0])
+    one_hot = torch.nn.functional.one_hot(index, len(values)).permute(0, 4, 1, 2, 3).to(ddf.dtype)
+    return values[Warp("bilinear", "zeros")(one_hot, ddf).argmax(1, keepdim=True)]
 
 
 def resized_affine(affine: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:

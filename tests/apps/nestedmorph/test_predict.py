@@ -57,3 +57,27 @@ def test_unusable_inputs_raise_input_errors(model, tmp_path):
     save_volume(flat, np.ones((10, 12), np.float32), np.eye(4))
     with pytest.raises(InputError, match="not 3-D"):
         predict(model, flat, tmp_path / "o4", SPEC)
+
+
+def test_fixed_option_registers_one_volume_onto_another(model, tmp_path):
+    pair = _pair(tmp_path / "pair")
+    written = predict(model, pair / "moving.nii.gz", tmp_path / "out", SPEC, fixed=str(pair / "fixed.nii.gz"))
+    assert {"warped", "fixed", "ddf", "picture", "summary"} <= set(written) and "warped_labels" not in written
+    fixed = nib.load(written["fixed"])
+    assert fixed.shape == (32, 32, 32) and np.allclose(np.diag(fixed.affine)[:3], [38 / 31, 46 / 31, 34 / 31])
+
+
+def test_fixed_option_refuses_what_it_cannot_pair(model, tmp_path):
+    pair = _pair(tmp_path / "pair", fixed_shape=(20, 24, 17))
+    moving, fixed = pair / "moving.nii.gz", str(pair / "fixed.nii.gz")
+    with pytest.raises(InputError, match=r"moving \[20, 24, 18\] and fixed \[20, 24, 17\] differ in shape"):
+        predict(model, moving, tmp_path / "o1", SPEC, fixed=fixed)
+    with pytest.raises(InputError, match="not a pair folder"):
+        predict(model, pair, tmp_path / "o2", SPEC, fixed=fixed)
+    with pytest.raises(InputError, match="input file not found") as err:
+        predict(model, moving, tmp_path / "o3", SPEC, fixed=str(tmp_path / "nowhere.nii.gz"))
+    assert err.value.path.name == "nowhere.nii.gz"
+    blank = tmp_path / "blank.nii.gz"
+    save_volume(blank, np.zeros((20, 24, 18), np.float32), np.eye(4))
+    with pytest.raises(InputError, match="empty volume"):
+        predict(model, moving, tmp_path / "o4", SPEC, fixed=str(blank))

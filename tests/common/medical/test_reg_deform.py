@@ -7,7 +7,7 @@ import torch
 
 from common.medical.deform import MIN_JACOBIAN, draw_field, intensity_change
 from common.medical.jacobian import jacobian_determinant
-from common.medical.warp import cube_grid, resample, resized_affine
+from common.medical.warp import cube_grid, resample, resized_affine, warp_labels
 
 
 def test_fields_are_seeded_bounded_and_never_fold():
@@ -51,3 +51,26 @@ def test_resized_affine_keeps_the_corners():
     affine = np.diag([1.0, 2.0, 3.0, 1.0])
     new = resized_affine(affine, (11, 21, 31), 6)
     assert np.allclose(new @ [5, 5, 5, 1], affine @ [10, 20, 30, 1]) and np.allclose(new[:3, 3], affine[:3, 3])
+
+
+def test_labels_downsample_class_by_class():
+    """Class 2 fills 5/6 of every cube cell, class 1 one plane in six, right where nearest neighbour samples:
+    nearest neighbour would return class 1 everywhere; class by class returns the majority, class 2."""
+    labels = np.full((60, 12, 12), 2, np.int64)
+    labels[::6] = 1
+    grid = np.diag([6.0, 1.0, 1.0, 1.0])  # cube voxel k sits on source plane 6k
+    out = resample(labels, np.eye(4), grid, 10, labels=True)
+    assert (out[:, 2:8, 2:8] == 2).all()
+
+
+def test_warp_labels_moves_labels_and_invents_none():
+    labels = torch.zeros(1, 1, 8, 8, 8, dtype=torch.long)
+    labels[:, :, 2:6, 2:6, 2:6] = 300
+    labels[:, :, 3:5, 3:5, 3:5] = 7  # label values need not be 0..K
+    torch.testing.assert_close(warp_labels(labels, torch.zeros(1, 3, 8, 8, 8)), labels)
+    shift = torch.zeros(1, 3, 8, 8, 8)
+    shift[:, 0] = 1.0  # reads the voxel one slice further along axis 0
+    torch.testing.assert_close(warp_labels(labels, shift)[:, :, :-1], labels[:, :, 1:])
+    half = warp_labels(labels, shift * 0.4)  # between voxels: each voxel takes the heavier of its two neighbours
+    assert set(half.unique().tolist()) == {0, 7, 300}
+    torch.testing.assert_close(half, labels)  # 0.4 of a voxel: the nearer neighbour, i.e. no move

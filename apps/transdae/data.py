@@ -28,6 +28,7 @@ from common.medical.seg_transforms import train_transforms
 from common.medical.slices import resample_slices, slab_split, slabs
 
 EMBEDDED_FILE = "mni152_tissue_{size}.npz"
+EMBEDDED_DIR = "mni152_tissue_{size}_v2"  # v2: most-probable-tissue labels, anti-aliased resampling
 
 
 class SliceDataset(Dataset):
@@ -120,7 +121,8 @@ class TransDAEDataModule(DataCardMixin, L.LightningDataModule):
     # ---- data ---------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         if self.source == "embedded":
-            build_once(self.data_dir / f"mni152_tissue_{self.img_size}", lambda d: build_embedded(d, self.img_size))
+            folder = self.data_dir / EMBEDDED_DIR.format(size=self.img_size)
+            build_once(folder, lambda d: build_embedded(d, self.img_size))
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits:
@@ -128,7 +130,7 @@ class TransDAEDataModule(DataCardMixin, L.LightningDataModule):
         self._splits = self._embedded() if self.source == "embedded" else self._real()
 
     def _embedded(self) -> dict:
-        path = self.data_dir / f"mni152_tissue_{self.img_size}" / EMBEDDED_FILE.format(size=self.img_size)
+        path = self.data_dir / EMBEDDED_DIR.format(size=self.img_size) / EMBEDDED_FILE.format(size=self.img_size)
         if not path.is_file():
             raise DatasetError(path, "the embedded MNI152 slices (prepare_data builds them)", self.card)
         with np.load(path) as f:

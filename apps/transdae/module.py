@@ -1,6 +1,8 @@
 """TransDAEModule: the paper's loss (0.4 cross-entropy + 0.6 Dice, MONAI's DiceCELoss), SGD with poly decay,
 and evaluation per volume: each validation or test volume is predicted slice by slice, stacked, and scored as a
 whole (MONAI's Dice and HD95 per foreground class, `common.medical.seg_metrics`), then averaged over volumes.
+Under DDP each rank scores the volumes it is dealt; the scores are gathered so that every volume of the split
+counts once (`common.data.distributed.SplitRows`: the sampler's padding repeats are left out).
 Logged: `dice`, `hd95` (means over the foreground classes) and `dice_<class>`, `hd95_<class>`."""
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from torch.optim.lr_scheduler import LambdaLR
 
+from common.data.distributed import SplitRows
 from common.errors import check_range
 from common.medical.overlay import class_bars, overlay_rows
 from common.medical.seg_metrics import summarize, volume_scores
@@ -54,30 +57,32 @@ class TransDAEModule(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_ce=ce_weight, lambda_dice=dice_weight)
-        self._scores: dict[str, list] = {}
+        self._scores = {"val": SplitRows(), "test": SplitRows()}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self.model(batch["image"]), batch["label"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
-    def _eval_step(self, batch: dict, split: str) -> None:
+    def _eval_step(self, batch: dict, batch_idx: int, split: str) -> None:
         image, label = batch["image"][0], batch["label"][0]
         pred = predict_volume(self.model, image, self.model.img_size)
         scores = volume_scores(pred.cpu(), label.cpu(), self.model.num_classes, batch["spacing"][0].tolist())
-        self._scores.setdefault(split, []).append(scores)
+        self._scores[split].add(self.trainer, batch_idx, **{k: torch.from_numpy(v)[None] for k, v in scores.items()})
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
     def _log_split(self, split: str) -> None:
-        scores = self._scores.pop(split, [])
-        if scores:
-            for name, value in summarize(scores, self.model.class_names).items():
-                self.log(f"{split}/{name}", float(np.nan_to_num(value, nan=0.0)), prog_bar=name == "dice")
+        if not self._scores[split]:
+            return
+        rows = self._scores[split].gather()  # every volume of the split once, on every rank
+        scores = [{k: v[i].numpy() for k, v in rows.items()} for i in range(len(rows["dice"]))]
+        for name, value in summarize(scores, self.model.class_names).items():  # equal on every rank
+            self.log(f"{split}/{name}", float(np.nan_to_num(value, nan=0.0)), prog_bar=name == "dice")
 
     def on_validation_epoch_end(self) -> None:
         self._log_split("val")

@@ -1,9 +1,10 @@
 """The embedded brains: real MRI volumes that installed packages ship, with label maps on the same voxels.
 
 - `mni152`: the ICBM 2009c symmetric template T1 (an average of 152 adults, skull-stripped) from nilearn's package
-  data, with tissue labels 0 background, 1 CSF, 2 grey matter, 3 white matter. Grey and white matter are the
-  template's own probability maps (> 0.5); nilearn does not ship the CSF map, so CSF is what lies inside the brain's
-  filled envelope and is neither (ventricles and sulci; its T1 intensity is the darkest of the three).
+  data, with tissue labels 0 background, 1 CSF, 2 grey matter, 3 white matter: inside the brain's filled envelope,
+  each voxel takes its most probable tissue. Grey and white matter probabilities are the template's own maps;
+  nilearn does not ship the CSF map, so CSF's is what they leave, 1 - p_gm - p_wm (ventricles and sulci; its T1
+  intensity is the darkest of the three).
 - `colin27`: one adult scanned 27 times and averaged (Holmes 1998; MRIcron's `ch2bet`, skull-stripped, 1 mm), with
   the AAL atlas (116 regions, drawn on this very brain) on the same grid.
 - `macaque`: the INIA19 rhesus macaque template (skull-stripped, 0.5 mm) with its NeuroMaps labels.
@@ -63,13 +64,14 @@ def mni152() -> Brain:
     (gm, gm_affine), (wm, wm_affine) = load_volume(gm_path, card=CARD), load_volume(wm_path, card=CARD)
     _same_grid(t1_path, affine, t1.shape, gm_path, gm_affine, gm.shape)
     _same_grid(t1_path, affine, t1.shape, wm_path, wm_affine, wm.shape)
-    gm, wm = _scaled(gm) > 0.5, _scaled(wm) > 0.5
+    gm, wm = _scaled(gm), _scaled(wm)
     # Closing bridges the sulci between neighbouring gyri; filling then takes in the ventricles.
-    envelope = ndimage.binary_fill_holes(ndimage.binary_closing(gm | wm, np.ones((3, 3, 3)), iterations=3))
-    labels = np.zeros(t1.shape, np.int64)
-    labels[envelope] = 1
-    labels[gm] = 2
-    labels[wm & ~gm] = 3
+    tissue = (gm > 0.5) | (wm > 0.5)
+    envelope = ndimage.binary_fill_holes(ndimage.binary_closing(tissue, np.ones((3, 3, 3)), iterations=3))
+    # The most probable tissue (CSF: 1 - p_gm - p_wm), so a voxel on the grey/white border, where neither map
+    # reaches 0.5, goes to the larger of the two instead of to CSF.
+    most_probable = 1 + np.stack([1 - gm - wm, gm, wm]).argmax(0)
+    labels = np.where(envelope, most_probable, 0).astype(np.int64)
     return Brain("mni152", _scaled(t1), labels, TISSUES, affine)
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,28 @@ def _window(volume: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
     return padded[tuple(slice(w.start + p[0], w.stop + p[0]) for w, p in zip(window, pads))]
 
 
+def _resize(volume: np.ndarray, size: int) -> np.ndarray:
+    """In-plane (axes 0, 1) resize of a float volume [S, S, Z] to [size, size, Z]. Shrinking, each output pixel is
+    the mean over the input area it covers (fractional voxels weighted by their overlap); enlarging, bilinear."""
+    x = torch.from_numpy(np.ascontiguousarray(volume.transpose(2, 0, 1)))[:, None]
+    mode = {"mode": "area"} if size < volume.shape[0] else {"mode": "bilinear", "align_corners": False}
+    return F.interpolate(x, size=(size, size), **mode)[:, 0].numpy().transpose(1, 2, 0)
+
+
 def resample_slices(
     image: np.ndarray, labels: np.ndarray, voxel_mm: tuple[float, float, float], size: int, margin: int = 4
 ) -> SliceStack:
     """Slices along axis 2 of `image`/`labels` [X, Y, Z], cropped to a square around the labels and resampled to
-    size x size (image: linear; labels: nearest, so no label is invented)."""
+    size x size. Shrinking, each output pixel's image value is the mean over the area it covers, and its label the
+    class covering most of that area (no label is invented, and a thin structure keeps the pixels it mostly fills
+    rather than those a nearest-neighbour grid happens to hit)."""
     window = square_crop(labels, margin)
     image, labels = _window(image, window), _window(labels, window)
     zoom = size / image.shape[0]
-    image = ndimage.zoom(image, (zoom, zoom, 1), order=1, grid_mode=True, mode="grid-constant")
-    labels = ndimage.zoom(labels, (zoom, zoom, 1), order=0, grid_mode=True, mode="grid-constant")
+    image = _resize(image.astype(np.float32), size)
+    classes = np.unique(labels)
+    shares = np.stack([_resize((labels == k).astype(np.float32), size) for k in classes])
+    labels = classes[shares.argmax(0)]
     spacing = (voxel_mm[0] / zoom, voxel_mm[1] / zoom, float(voxel_mm[2]))
     return SliceStack(
         np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32),

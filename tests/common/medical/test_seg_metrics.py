@@ -46,6 +46,22 @@ def test_missed_class_gets_worst_distance_and_summary_means():
     assert summary["dice"] == summary["dice_lesion"] == pytest.approx(0.5)
 
 
+def test_resampled_labels_are_each_pixels_largest_share():
+    """Shrinking 3:1, each output pixel covers a 3 x 3 block: blocks of classes 1 and 2 in a checkerboard, each
+    with its centre voxel of class 3. The output is the checkerboard (the classes holding 8 of 9 voxels), with no
+    class 3, which nearest-neighbour sampling (it reads the centres) would return everywhere; the image is the
+    blocks' averages (~8/9 of each block's value), not the centre voxel's value."""
+    blocks = (np.indices((6, 6)).sum(0) % 2 + 1).astype(np.int64)  # 6 x 6 checkerboard of 1 and 2
+    labels = np.repeat(np.repeat(blocks, 3, 0), 3, 1)[..., None].repeat(2, axis=2)  # 18 x 18 x 2
+    labels[1::3, 1::3] = 3
+    image = np.where(labels == 3, 0.0, 1.0).astype(np.float32)
+    stack = resample_slices(image, labels, (1.0, 1.0, 1.0), size=6, margin=0)
+    assert stack.labels.shape == (2, 6, 6)
+    np.testing.assert_array_equal(stack.labels[0], blocks)
+    inner = stack.image[0, 1:-1, 1:-1]  # away from the zero padding outside the window
+    assert np.all((inner > 0.75) & (inner < 0.95)), inner  # the average 8/9 up to the Gaussian's weights
+
+
 def test_resample_slices_and_slabs():
     image = np.zeros((30, 20, 5), np.float32)
     labels = np.zeros((30, 20, 5), np.int64)
@@ -53,7 +69,7 @@ def test_resample_slices_and_slabs():
     image[labels > 0] = 1.0
     stack = resample_slices(image, labels, (1.0, 1.0, 2.0), size=16, margin=2)
     assert stack.image.shape == stack.labels.shape == (5, 16, 16)
-    assert set(np.unique(stack.labels)) == {0, 2}  # nearest neighbour invents no label
+    assert set(np.unique(stack.labels)) == {0, 2}  # the largest share invents no label
     assert stack.spacing == pytest.approx((24 / 16, 24 / 16, 2.0))  # a 24 mm square window (20 + 2 margins)
     split = slab_split(40, {"val": [(0.5, 0.6)], "test": [(0.2, 0.3), (0.8, 0.9)]}, gap=2)
     held = np.concatenate([split["val"], split["test"]])

@@ -47,7 +47,10 @@ class SliceDataset(Dataset):
         }
         if self.transform is not None:
             item = self.transform(item)
-        return {"image": torch.as_tensor(item["image"]).float(), "label": torch.as_tensor(item["label"]).long()}
+        # plain tensors: MONAI's MetaTensor would run every op of the model through its __torch_function__ (host
+        # time in eager mode, a graph break per op under compile=true)
+        image, label = (torch.as_tensor(item[key]).as_subclass(torch.Tensor) for key in ("image", "label"))
+        return {"image": image.float(), "label": label.long()}
 
 
 class VolumeDataset(Dataset):

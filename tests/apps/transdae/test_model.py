@@ -3,6 +3,7 @@ baseline's size, and the configuration errors."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,16 @@ def test_errors():
         create("swin")
     with pytest.raises(ConfigError, match="num_heads"):
         create("transdae", **(SMALL | {"channel_heads": 3}))
+
+
+def test_augmented_slices_are_plain_tensors():
+    """MONAI's transforms return MetaTensors; the model must get plain tensors (a MetaTensor sends every op through
+    MONAI's __torch_function__ and breaks compiled graphs at each one)."""
+    from apps.transdae.data import SliceDataset
+    from common.medical.seg_transforms import train_transforms
+
+    images = np.random.default_rng(0).random((2, 32, 32), dtype=np.float32)
+    labels = (images > 0.5).astype(np.int64)
+    item = SliceDataset(images, labels, train_transforms(32))[0]
+    assert type(item["image"]) is torch.Tensor and type(item["label"]) is torch.Tensor
+    assert item["image"].shape == item["label"].shape == (1, 32, 32)

@@ -35,9 +35,11 @@ from common.errors import DatasetError, check_choice, check_range
 SOURCES = {"embedded": "music21_rendered", "deam": "deam", "pmemo": "pmemo"}
 
 
-def compute_mels(corpus: Corpus, out: Path, sample_rate: int, n_mels: int, hop: float, card: str) -> None:
+def compute_mels(corpus: Corpus, out: Path, sample_rate: int, n_mels: int, hop: float, n_fft: int, card: str) -> None:
     mels = {
-        f"p{i}": log_mel(load_audio(path, sample_rate, card=card), sample_rate, n_mels, hop).astype(np.float16)
+        f"p{i}": log_mel(load_audio(path, sample_rate, card=card), sample_rate, n_mels, hop, n_fft=n_fft).astype(
+            np.float16
+        )
         for i, path in enumerate(corpus.audio)
     }
     np.savez(out / "mels.npz", **mels)
@@ -109,7 +111,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
     source: embedded (music21_rendered) | deam | pmemo; root: the real dataset's folder.
     data_dir: where the embedded set and the log-mel caches are built.
     steps: label steps per piece (2 Hz; 60 = 30 s, DEAM's; PMEmo's official setting is 20).
-    sample_rate, n_mels, hop_seconds, window_seconds: the log-mel features.
+    sample_rate, n_mels, n_fft, hop_seconds, window_seconds: the log-mel features.
     batch_size, num_workers: loaders. maml, meta_batch, query_size, tasks_per_epoch: per-annotator tasks.
     global_features: a folder of <piece id>.npy clip embeddings (the model's `global_features`).
     val_fraction, test_fraction, seed: the real datasets' piece split. num_pieces, num_val, num_test,
@@ -125,7 +127,8 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
         data_dir: str = "data/dmer",
         steps: int = 60,
         sample_rate: int = 22050,
-        n_mels: int = 64,
+        n_mels: int = 128,
+        n_fft: int = 4096,
         hop_seconds: float = 0.1,
         window_seconds: float = 5.0,
         batch_size: int = 16,
@@ -153,7 +156,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
         if source != "embedded" and not root:
             raise DatasetError(Path(str(root)), f"data.root: the {source} folder", SOURCES[source], "data.root not set")
         self.source, self.root, self.data_dir = source, Path(root) if root else None, Path(data_dir)
-        self.steps, self.sample_rate, self.n_mels = steps, sample_rate, n_mels
+        self.steps, self.sample_rate, self.n_mels, self.n_fft = steps, sample_rate, n_mels, n_fft
         self.hop, self.window_seconds = hop_seconds, window_seconds
         self.batch_size, self.num_workers = batch_size, num_workers
         self.maml, self.meta_batch, self.query_size, self.tasks_per_epoch = (
@@ -216,11 +219,11 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
 
     def _features(self) -> tuple[Corpus, list[np.ndarray]]:
         corpus, folder = self._read()
-        name = f"mel{self.n_mels}-hop{self.hop}-sr{self.sample_rate}"
+        name = f"mel{self.n_mels}-fft{self.n_fft}-hop{self.hop}-sr{self.sample_rate}"
         card = self.card
         cache = build_once(
             folder / name if self.source == "embedded" else Path(f"{folder}-{name}"),
-            lambda tmp: compute_mels(corpus, tmp, self.sample_rate, self.n_mels, self.hop, card),
+            lambda tmp: compute_mels(corpus, tmp, self.sample_rate, self.n_mels, self.hop, self.n_fft, card),
         )
         with np.load(cache / "mels.npz", allow_pickle=False) as f:
             mels = [f[f"p{i}"] for i in range(len(corpus.ids))]
@@ -255,6 +258,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
     def model_kwargs(self) -> dict:
         kwargs = {
             "n_mels": self.n_mels,
+            "n_fft": self.n_fft,
             "window_frames": self.window_frames,
             "clip_frames": self.clip_frames,
             "steps": self.steps,

@@ -177,8 +177,8 @@ class DSAML(nn.Module):
 
     Args:
         arch: dsaml (the paper) | bilstm (per-step CNN + BiLSTM head only).
-        n_mels, window_frames, clip_frames, steps, hop_seconds, sample_rate: the input layout and the log-mel
-            features it was trained on (filled from the data; predict computes the same from a recording).
+        n_mels, n_fft, window_frames, clip_frames, steps, hop_seconds, sample_rate: the input layout and the
+            log-mel features it was trained on (filled from the data; predict computes the same from a recording).
         global_features: a folder of precomputed clip embeddings (.npy per piece) or null for the trainable
             clip encoder; global_dim: their width (filled from the data; ignored without global_features).
         dim, num_heads, num_layers, ffn_dim, dropout: the dual-scale transformer (shared by both scales).
@@ -193,7 +193,8 @@ class DSAML(nn.Module):
     def __init__(
         self,
         arch: str = "dsaml",
-        n_mels: int = 64,
+        n_mels: int = 128,
+        n_fft: int = 4096,
         window_frames: int = 51,
         clip_frames: int = 300,
         steps: int = 60,
@@ -226,7 +227,7 @@ class DSAML(nn.Module):
             clip_frames,
             steps,
         )
-        self.hop_seconds, self.sample_rate = hop_seconds, sample_rate
+        self.hop_seconds, self.sample_rate, self.n_fft = hop_seconds, sample_rate, n_fft
         self.global_features, self.global_dim = global_features, global_dim if global_features else None
         self.extractor = SpectrogramExtractor(window_frames, n_mels)
         if arch == "bilstm":
@@ -268,5 +269,10 @@ class DSAML(nn.Module):
             "outputs": {"arousal_valence": {"shape": ["N", self.steps, 2], "dtype": "float32"}},
             "arch": self.arch,
             "global_features": bool(self.global_features),
-            "features": {"sample_rate": self.sample_rate, "n_mels": self.n_mels, "hop_seconds": self.hop_seconds},
+            "features": {
+                "sample_rate": self.sample_rate,
+                "n_mels": self.n_mels,
+                "n_fft": self.n_fft,
+                "hop_seconds": self.hop_seconds,
+            },
         }

@@ -19,6 +19,7 @@ from torch import nn
 
 from apps.dmer.maml import Params, adapt, call, meta_loss
 from apps.dmer.scores import DIMENSIONS, ccc, diagonal_attention_loss, piece_scores, score_loss
+from common.data.distributed import SplitRows, all_gather_rows
 from common.errors import check_range
 from common.utils.modes import eval_mode, train_mode
 from common.utils.schedulers import with_scheduler
@@ -58,7 +59,7 @@ class DMERModule(L.LightningModule):
         self.diag_weight, self.maml = diag_weight, maml
         self.inner_lr, self.adapt_steps, self.first_order = inner_lr, adapt_steps, first_order
         self.personal_supports = personal_supports
-        self._outputs: dict[str, list] = {}
+        self._outputs = {"val": SplitRows(), "test": SplitRows()}
 
     # ---- losses ---------------------------------------------------------------------------------------------
     def loss(self, model: nn.Module, params: Params | None, batch: tuple) -> torch.Tensor:
@@ -88,21 +89,23 @@ class DMERModule(L.LightningModule):
         return loss
 
     # ---- evaluation -----------------------------------------------------------------------------------------
-    def _eval_step(self, split: str, batch) -> None:
+    def _eval_step(self, split: str, batch, batch_idx: int) -> None:
         windows, clip, target = batch
-        self._outputs.setdefault(split, []).append((self.model(windows, clip).float().cpu(), target.cpu()))
+        self._outputs[split].add(self.trainer, batch_idx, pred=self.model(windows, clip).float(), target=target)
 
     def validation_step(self, batch, batch_idx):
-        self._eval_step("val", batch)
+        self._eval_step("val", batch, batch_idx)
 
     def test_step(self, batch, batch_idx):
-        self._eval_step("test", batch)
+        self._eval_step("test", batch, batch_idx)
 
     def _eval_epoch_end(self, split: str) -> dict[str, float]:
-        outputs = self._outputs.pop(split, [])
-        if not outputs:
+        """Scores of the whole split, each piece once (under DDP: gathered from the ranks, padding repeats
+        dropped), equal on every rank."""
+        if not self._outputs[split]:
             return {}
-        pred, target = (torch.cat(t) for t in zip(*outputs))
+        rows = self._outputs[split].gather()
+        pred, target = rows["pred"], rows["target"].float()
         scores = {k: float(v.mean()) for k, v in piece_scores(pred, target).items()}
         scores["score"] = average_score(scores)
         for d, name in enumerate(DIMENSIONS):  # CCC over all steps of all pieces, as many DMER papers report
@@ -142,29 +145,16 @@ class DMERModule(L.LightningModule):
 
     @torch.no_grad()
     def personalisation(self, datamodule) -> dict[str, float]:
-        """General vs adapted RMSE and CCC on each held-out annotator's other pieces, averaged over supports."""
-        tasks = {k: v for k, v in datamodule.annotator_tasks("test").items() if len(v) >= 2}
+        """General vs adapted RMSE and CCC on each held-out annotator's other pieces, averaged over supports.
+        Under DDP each rank adapts to its share of the annotators and the rows are gathered: every annotator
+        once, with the numbers of one process (each annotator's dropout draws are seeded by its index)."""
+        tasks = [rated for _, rated in sorted(datamodule.annotator_tasks("test").items()) if len(rated) >= 2]
         if not tasks or self.adapt_steps == 0:
             return {}
-        rows = []
-        for rated in tasks.values():
-            per_support = []
-            for s in range(min(self.personal_supports, len(rated))):
-                support = tuple(t.to(self.device) for t in datamodule.pieces.batch([rated[s]]))
-                query = tuple(t.to(self.device) for t in datamodule.pieces.batch(rated[:s] + rated[s + 1 :]))
-                with eval_mode(self.model):
-                    general = piece_scores(self.model(*query[:2]), query[2])
-                    adapted = piece_scores(call(self.model, self.adapted_params(support), *query[:2]), query[2])
-                per_support.append(
-                    [
-                        _mean_of(general, "rmse"),
-                        _mean_of(adapted, "rmse"),
-                        _mean_of(general, "ccc"),
-                        _mean_of(adapted, "ccc"),
-                    ]
-                )
-            rows.append(np.mean(per_support, axis=0))
-        rows = np.array(rows)  # [annotators, 4]
+        mine = list(range(self.global_rank, len(tasks), self.trainer.world_size))
+        rows = torch.tensor([self._personal_row(datamodule, tasks[k], seed=k) for k in mine], dtype=torch.float64)
+        gathered = all_gather_rows({"index": torch.tensor(mine, dtype=torch.long), "row": rows.reshape(-1, 4)})
+        rows = gathered["row"][gathered["index"].argsort()].numpy()  # [annotators, 4]
         rmse_gain, ccc_gain = rows[:, 0] - rows[:, 1], rows[:, 3] - rows[:, 2]
         return {
             "personal_rmse_general": rows[:, 0].mean(),
@@ -177,6 +167,21 @@ class DMERModule(L.LightningModule):
             "personal_ccc_gain_std": ccc_gain.std(),
             "personal_annotators_improved": float(((rmse_gain > 0) & (ccc_gain > 0)).mean()),
         }
+
+    def _personal_row(self, datamodule, rated: list, seed: int) -> list[float]:
+        """[general RMSE, adapted RMSE, general CCC, adapted CCC] of one annotator, averaged over supports."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        per_support = []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for s in range(min(self.personal_supports, len(rated))):
+                support = tuple(t.to(self.device) for t in datamodule.pieces.batch([rated[s]]))
+                query = tuple(t.to(self.device) for t in datamodule.pieces.batch(rated[:s] + rated[s + 1 :]))
+                with eval_mode(self.model):
+                    general = piece_scores(self.model(*query[:2]), query[2])
+                    adapted = piece_scores(call(self.model, self.adapted_params(support), *query[:2]), query[2])
+                per_support.append([_mean_of(scores, m) for m in ("rmse", "ccc") for scores in (general, adapted)])
+        return np.mean(per_support, axis=0).tolist()
 
     def configure_optimizers(self):
         return with_scheduler(self.optimizer_factory(self.model.parameters()), self.scheduler_factory, self.trainer)

@@ -51,7 +51,7 @@ def read_recording(path: Path, sample_rate: int, hop: float) -> np.ndarray:
 def features(model, path: Path) -> np.ndarray:
     """The log-mel [frames, n_mels] of a recording, computed as for the model's training data."""
     wave = read_recording(path, model.sample_rate, model.hop_seconds)
-    return log_mel(wave, model.sample_rate, model.n_mels, model.hop_seconds)
+    return log_mel(wave, model.sample_rate, model.n_mels, model.hop_seconds, n_fft=model.n_fft)
 
 
 def model_inputs(model, mel: np.ndarray, times: np.ndarray, path: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,12 +18,17 @@ def frame_hop(sample_rate: int, hop_seconds: float) -> int:
 
 
 def log_mel(
-    wave: np.ndarray, sample_rate: int, n_mels: int = 64, hop_seconds: float = 0.1, fmin: float = 30.0
+    wave: np.ndarray,
+    sample_rate: int,
+    n_mels: int = 64,
+    hop_seconds: float = 0.1,
+    fmin: float = 30.0,
+    n_fft: int = 2048,
 ) -> np.ndarray:
-    """[frames, n_mels] float32 log-mel power in dB; frame k is centred at k * hop_seconds."""
-    mel = librosa.feature.melspectrogram(
-        y=wave, sr=sample_rate, n_fft=2048, hop_length=frame_hop(sample_rate, hop_seconds), n_mels=n_mels, fmin=fmin
-    )
+    """[frames, n_mels] float32 log-mel power in dB; frame k is centred at k * hop_seconds. A longer `n_fft`
+    resolves lower notes (bins of sample_rate / n_fft Hz; a semitone at 200 Hz is 12 Hz wide)."""
+    hop = frame_hop(sample_rate, hop_seconds)
+    mel = librosa.feature.melspectrogram(y=wave, sr=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, fmin=fmin)
     return np.maximum(librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None), FLOOR_DB).T.astype(np.float32)
 
 

@@ -16,24 +16,25 @@ SONGS = [2, 3, 5, 7, 11, 13]
 COLUMNS = [f"sample_{15000 + 500 * k}ms" for k in range(8)]
 
 
-def _deam(root, audio=False):
+def _deam(root, audio=False, songs=SONGS):
+    """A DEAM folder: curves of `songs` (the last one short), two raters per song but the last, tones as audio."""
     rng = np.random.default_rng(0)
     for name in ("arousal", "valence"):
-        rows = rng.uniform(-0.8, 0.8, (len(SONGS), len(COLUMNS)))
+        rows = rng.uniform(-0.8, 0.8, (len(songs), len(COLUMNS)))
         rows[-1, 5:] = np.nan  # the last song is short: dropped at 8 steps
         frame = pd.DataFrame(rows, columns=COLUMNS)
-        frame.insert(0, "song_id", SONGS)
+        frame.insert(0, "song_id", songs)
         (root / DEAM_AVERAGED).mkdir(parents=True, exist_ok=True)
         frame.to_csv(root / DEAM_AVERAGED / f"{name}.csv", index=False)
         (root / DEAM_RATERS / name).mkdir(parents=True, exist_ok=True)
-        for song in SONGS[:5]:
+        for song in songs[:-1]:
             raters = pd.DataFrame(rng.uniform(-1, 1, (2, len(COLUMNS))), columns=COLUMNS)
             raters.insert(0, "WorkerId", [f"w{song % 3}", f"w{song % 3 + 3}"])
             raters.to_csv(root / DEAM_RATERS / name / f"{song}.csv", index=False)
     if audio:
         (root / DEAM_AUDIO).mkdir(parents=True)
         t = np.arange(22050 * 22) / 22050
-        for i, song in enumerate(SONGS):
+        for i, song in enumerate(songs):
             tone = 0.3 * np.sin(2 * np.pi * (220 + 40 * i) * t).astype(np.float32)
             soundfile.write(root / DEAM_AUDIO / f"{song}.mp3", tone, 22050, format="MP3")
     return root

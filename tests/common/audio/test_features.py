@@ -32,6 +32,22 @@ def test_log_mel_frames_and_absolute_level():
     assert log_mel(np.zeros(SR, np.float32), SR, 32, 0.1).min() == FLOOR_DB
 
 
+def test_128_bands_and_a_long_fft_tell_low_semitones_apart():
+    """Mode lives in semitones: A3 (220 Hz) and A#3 (233 Hz) share a band of 64 (about 50 Hz wide there) but
+    not of 128 (25 Hz); and with a 4096-point FFT (5.4 Hz bins, against 10.8 Hz) E4's band leaks less into
+    F4's. Measured: peaks 3/3 (64) and 6/7 (128); leak 17 dB (2048) and 32 dB (4096) below the peak."""
+
+    def profile(freq, n_mels, n_fft=4096):
+        return log_mel(_tone(freq=freq), SR, n_mels, 0.1, n_fft=n_fft)[5:15].mean(0)
+
+    semitone = 2 ** (1 / 12)
+    assert profile(220, 64).argmax() == profile(220 * semitone, 64).argmax()
+    assert profile(220, 128).argmax() + 1 == profile(220 * semitone, 128).argmax()
+    e4, f4 = profile(330, 128).argmax(), profile(330 * semitone, 128).argmax()
+    leak = {n: profile(330, 128, n)[e4] - profile(330, 128, n)[f4] for n in (2048, 4096)}
+    assert leak[4096] > leak[2048] + 8  # 15 dB measured: margin for librosa's filter and window details
+
+
 def test_rms_level_of_a_sine():
     assert np.median(rms_db(_tone(amplitude=0.5), SR, 0.1)) == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.1)
 

@@ -6,7 +6,8 @@ absent from both truth and prediction counting 1, ShapeNetPart's rule), `class_m
 that) and `acc` (point accuracy). Predictions of parts are restricted to the shape's category. Validation
 logs these under the training rotation; the test logs each under a fixed random up-axis rotation (`*_z`) and
 a fixed random SO(3) rotation (`*_so3`): with the training rotation, the columns of the z/z, z/SO3 and SO3/SO3
-protocols.
+protocols. Epoch metrics are computed from every shape of the split exactly once, also under DDP
+(`common.data.distributed.SplitRows`: the sampler's padding repeats are dropped).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from common.data.distributed import SplitRows
 from common.pointcloud.plots import cloud_grid
 from common.utils.modes import eval_mode
 from common.utils.schedulers import with_scheduler
@@ -50,7 +52,7 @@ class RISurConvModule(L.LightningModule):
                 allowed[c, parts] = True
             self.register_buffer("allowed", allowed, persistent=False)
         self.num_labels = model.num_categories if self.task == "partseg" else model.num_classes
-        self._outputs: dict[str, list] = {}
+        self._rows: dict[str, SplitRows] = {}  # per split (and test rotation): rows kept for the epoch
 
     def logits(self, batch: dict, points: torch.Tensor) -> torch.Tensor:
         return self.model(points, batch["category"]) if self.task == "partseg" else self.model(points)
@@ -77,44 +79,45 @@ class RISurConvModule(L.LightningModule):
             self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
-    def _evaluate(self, batch: dict, points: torch.Tensor, split: str, suffix: str = "") -> None:
+    def _evaluate(self, batch: dict, points: torch.Tensor, split: str, batch_idx: int) -> None:
         logits = self.logits(batch, points)
-        self.log(f"{split}/loss{suffix}", self.loss(logits, batch), on_step=False, on_epoch=True,
-                 batch_size=batch["label"].shape[0])  # fmt: skip
-        store = self._outputs.setdefault(f"{split}{suffix}", [])
-        record = {"pred": self.predictions(logits, batch).cpu(), "label": batch["label"].cpu()}
-        if self.task == "partseg":
-            record["parts"] = batch["parts"].cpu()
-        store.append(record)
+        rows = {"pred": self.predictions(logits, batch), "label": batch["label"]}
+        if self.task == "partseg":  # a shape's loss is the mean over its points, as the batch loss is
+            rows["loss"] = F.cross_entropy(logits.transpose(1, 2), batch["parts"], reduction="none").mean(1)
+            rows["parts"] = batch["parts"]
+        else:
+            rows["loss"] = F.cross_entropy(logits, batch["label"], reduction="none")
+        self._rows.setdefault(split, SplitRows()).add(self.trainer, batch_idx, **rows)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, batch["points"], "val")
+        self._evaluate(batch, batch["points"], "val", batch_idx)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         for kind in KINDS:
-            self._evaluate(batch, batch[f"points_{kind}"], "test", f"_{kind}")
+            self._evaluate(batch, batch[f"points_{kind}"], f"test_{kind}", batch_idx)
 
     # ---- epoch metrics -------------------------------------------------------------------------------------
-    def metrics(self, records: list[dict]) -> dict[str, float]:
-        pred = torch.cat([r["pred"] for r in records])
-        label = torch.cat([r["label"] for r in records])
+    def metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The protocol metrics of a split's gathered rows (each shape once, also under DDP)."""
+        pred, label = rows["pred"], rows["label"]
+        scores = {"loss": float(rows["loss"].double().mean())}
         if self.task == "cls":
             n = self.num_labels
-            return {
+            return scores | {
                 "acc": float(MulticlassAccuracy(n, average="micro")(pred, label)),
                 "class_acc": float(MulticlassAccuracy(n, average="macro")(pred, label)),
             }
-        parts = torch.cat([r["parts"] for r in records])
+        parts = rows["parts"]
         ious = torch.stack([shape_ious(p, t, self.model.category_parts[c]) for p, t, c in zip(pred, parts, label)])
         per_class = [ious[label == c].mean() for c in label.unique()]
         acc = float((pred == parts).float().mean())  # point accuracy, so that val/acc monitors either task
-        return {"acc": acc, "miou": float(ious.mean()), "class_miou": float(torch.stack(per_class).mean())}
+        return scores | {"miou": float(ious.mean()), "class_miou": float(torch.stack(per_class).mean()), "acc": acc}
 
     def _log_epoch(self, prefix: str) -> None:
-        for key in [k for k in self._outputs if k.startswith(prefix)]:
+        for key in [k for k in self._rows if k.startswith(prefix) and self._rows[k]]:
             split, _, kind = key.partition("_")
-            for name, value in self.metrics(self._outputs.pop(key)).items():
-                self.log(f"{split}/{name}{'_' + kind if kind else ''}", value, on_step=False, on_epoch=True)
+            scores = self.metrics(self._rows[key].gather())
+            self.log_dict({f"{split}/{name}{'_' + kind if kind else ''}": v for name, v in scores.items()})
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

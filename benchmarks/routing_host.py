@@ -6,7 +6,8 @@ At BiFormer's batch-64 shapes the kernels take ~0.25 ms of GPU time per forward+
 ~0.9 ms to issue them, so `do_bench` times the host (benchmarks/README.md). This prints the host microseconds
 per call of each piece (mean over 300 calls after 20 warm-up calls, timed before the final synchronize): the
 dispatch, input checks, routing, one kernel launch, the public op's forward under no_grad and in grad mode,
-and its forward+backward.
+and its forward+backward; then forward+backward with the kernels through the custom ops (what compiled code
+calls) against the eager path that calls the same functions directly.
 """
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ def main() -> dict | None:
     def forward_backward():
         forward_grad_mode().backward(do)
 
+    def forward_backward_dispatcher():  # the kernels through the custom ops, as compiled code calls them
+        for t in leaves:
+            t.grad = None
+        route = route_regions(*leaves[:2], n_win, topk, scale, fp32=True)
+        fused.routed_attention(*leaves, route, heads, n_win, scale, dispatcher=True)[0].backward(do)
+
+    def forward_backward_direct():  # the same, the eager path (the kernels' functions without the dispatcher)
+        for t in leaves:
+            t.grad = None
+        route = route_regions(*leaves[:2], n_win, topk, scale, fp32=True)
+        fused.routed_attention(*leaves, route, heads, n_win, scale)[0].backward(do)
+
     rows = {
         "resolve_impl": host_us(lambda: resolve_impl("routing_bilevel", "auto", q, k, v)),
         "_check": host_us(lambda: fused._check(q, k, v, heads, n_win, topk)),
@@ -73,6 +86,8 @@ def main() -> dict | None:
         rows["forward, no_grad"] = host_us(lambda: bilevel_routing_attention(q, k, v, heads, n_win, topk))
     rows["forward, grad mode"] = host_us(forward_grad_mode)
     rows["forward+backward"] = host_us(forward_backward)
+    rows["forward+backward, kernels through the custom ops"] = host_us(forward_backward_dispatcher)
+    rows["forward+backward, kernels called directly"] = host_us(forward_backward_direct)
     print(json.dumps({"device": torch.cuda.get_device_name(), "stage": "stage1", "batch": BATCH, "host_us": rows}))
     return rows
 

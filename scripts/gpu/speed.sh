@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Issue 25's app-level rows on one GPU, ~450 s of device time: Lightning training steps of the apps' own configs,
+# Issue 25's app-level rows on one GPU, ~600 s of device time: Lightning training steps of the apps' own configs,
 # eager against compile=true, by benchmarks.app_steps (rows appended to $OUT/bench/app_steps.{json,md}).
+#   0. the routing op's host time per call, kernels through the custom ops vs called directly (eager's path), and
+#      biformer_tiny at 224 px batch 64: ours eager/compiled against the official code (carry _official/BiFormer)
 #   1. focus_detr at the paper's size (R50, 4 scales, 900 queries, 800 px, batch 2) on embedded images,
 #      eager and compiled, and the dense-encoder detector eager
 #   2. nestedmorph at the paper's 64^3 (experiment=nestedmorph_paper), eager and compiled
-#   3. biformer_tiny at 224 px batch 64: ours eager/compiled, timm deit_tiny and resnet50 (benchmarks.app_throughput)
 # Needs the device wheels (hydra, omegaconf, lightning, monai, nibabel, nilearn, pycocotools) on the path and the
 # mricron templates (nestedmorph's embedded brains). CPU check: TINY=1 OUT=/tmp/x PY=.venv/bin/python bash ...
 set -u
@@ -26,10 +27,12 @@ if [ "${TINY:-0}" = 1 ]; then
   NM+=(data.num_workers=0)
 fi
 step() { local secs=$1; shift; timeout "$secs" "$PY" -m benchmarks.app_steps "${STEPS[@]}" --out "$R" "$@" 2>&1 | tail -3; }
-step 240 --app focus_detr --overrides "${FD[@]}"
-step 100 --app focus_detr --compile no --overrides "${FD[@]}" model.dense_encoder=true
-step 150 --app nestedmorph --overrides "${NM[@]}"
-if [ "${TINY:-0}" != 1 ]; then
-  timeout 120 "$PY" -m benchmarks.app_throughput --batches 64 --models biformer deit resnet --out "$R" 2>&1 | tail -8
+if [ "${TINY:-0}" != 1 ]; then  # the issue's target first: BiFormer-T at batch 64 against the official code
+  timeout 45 "$PY" -m benchmarks.routing_host 2>&1 | tail -2
+  timeout 200 "$PY" -m benchmarks.app_throughput --batches 64 --models biformer --official _official/BiFormer \
+    --out "$R" 2>&1 | tail -8
 fi
+step 200 --app focus_detr --overrides "${FD[@]}"
+step 90 --app focus_detr --compile no --overrides "${FD[@]}" model.dense_encoder=true
+step 120 --app nestedmorph --overrides "${NM[@]}"
 cat "$R/app_steps.md"

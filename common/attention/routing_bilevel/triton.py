@@ -82,8 +82,7 @@ def launch_forward(q, k, v, o, lse, route, num_heads: int, scale: float, cfg: di
         )
 
 
-@torch.library.custom_op("manyheads::routing_bilevel_forward", mutates_args=())
-def _forward(
+def _forward_impl(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, route: torch.Tensor, num_heads: int, n_win: int, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(o [B, H, W, Cv] in q's dtype, lse [B, heads, H, W] fp32) for the routed regions `route`."""
@@ -98,6 +97,9 @@ def _forward(
     return o, lse
 
 
+_forward = torch.library.custom_op("manyheads::routing_bilevel_forward", _forward_impl, mutates_args=())
+
+
 @_forward.register_fake
 def _(q, k, v, route, num_heads, n_win, scale):
     batch, height, width, _ = q.shape
@@ -105,8 +107,7 @@ def _(q, k, v, route, num_heads, n_win, scale):
     return o, q.new_empty(batch, num_heads, height, width, dtype=torch.float32)
 
 
-@torch.library.custom_op("manyheads::routing_bilevel_backward", mutates_args=())
-def _backward(
+def _backward_impl(
     do: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -142,6 +143,9 @@ def _backward(
     return dq, dkv.to(k.dtype)  # back to the input dtype (a copy in fp32 too: outputs may not alias)
 
 
+_backward = torch.library.custom_op("manyheads::routing_bilevel_backward", _backward_impl, mutates_args=())
+
+
 @_backward.register_fake
 def _(do, q, k, v, o, lse, route, num_heads, n_win, scale):
     return torch.empty_like(q), k.new_empty(q.numel() + v.numel())
@@ -160,13 +164,37 @@ def _setup_context(ctx, inputs, output):
     ctx.num_heads, ctx.n_win, ctx.scale = num_heads, n_win, scale
 
 
-def _autograd_backward(ctx, do, _dlse):
+def _autograd_backward(ctx, do, _dlse, backward=_backward):
     q, k, v, o, lse, route = ctx.saved_tensors
-    dq, dkv = _backward(do, q, k, v, o, lse, route, ctx.num_heads, ctx.n_win, ctx.scale)
+    dq, dkv = backward(do, q, k, v, o, lse, route, ctx.num_heads, ctx.n_win, ctx.scale)
     return dq, *_halves(dkv, q.shape, v.shape), None, None, None, None
 
 
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+class _Eager(torch.autograd.Function):
+    """The custom ops' forward and backward called directly, for eager mode: the dispatcher's checks and
+    wrappers around a custom op cost host time per call (`benchmarks/routing_host.py` measures both paths),
+    and at BiFormer's batch-64 shapes the host, not the GPU, bounds this op. torch.compile takes the ops."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, route, num_heads: int, n_win: int, scale: float):
+        o, lse = _forward_impl(q, k, v, route, num_heads, n_win, scale)
+        _setup_context(ctx, (q, k, v, route, num_heads, n_win, scale), (o, lse))
+        ctx.mark_non_differentiable(lse)
+        return o, lse
+
+    @staticmethod
+    def backward(ctx, do, dlse):
+        return _autograd_backward(ctx, do, dlse, backward=_backward_impl)
+
+
+def routed_attention(q, k, v, route, num_heads: int, n_win: int, scale: float, dispatcher: bool = False):
+    """(o, lse) of the kernels: through the custom op when compiling (or `dispatcher`), directly when eager."""
+    if dispatcher or torch.compiler.is_compiling():
+        return _forward(q, k, v, route, num_heads, n_win, scale)
+    return _Eager.apply(q, k, v, route, num_heads, n_win, scale)
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, n_win: int, topk: int) -> None:
@@ -209,7 +237,8 @@ def bilevel_routing_attention_triton(
     fp16/bf16/fp32 inputs, fp32 accumulation; the output has the input dtype.
 
     The routing is torch; the kernels are the custom ops `manyheads::routing_bilevel_forward` / `_backward` (fake
-    implementations and autograd registered), so torch.compile captures the whole call in its graph.
+    implementations and autograd registered), so torch.compile captures the whole call in its graph; eager calls
+    run the same functions without the dispatcher (`_Eager`).
 
     Shapes:
         q, k: [B, H, W, Cqk]; v: [B, H, W, Cv]; returns [B, H, W, Cv].
@@ -219,4 +248,4 @@ def bilevel_routing_attention_triton(
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
     route = route_regions(q, k, n_win, topk, scale, fp32=True)
-    return _forward(q, k, v, route, num_heads, n_win, scale)[0]
+    return routed_attention(q, k, v, route, num_heads, n_win, scale)[0]

@@ -7,6 +7,7 @@ and flite voices reading fortunes; `common.audio.speech`), the codec trained on 
 issue: any codec whose codes are [frames, n_q] integers), or a `common.audio.codec_tokens` folder (tokens.json
 and an npz per utterance) with `corpus_root`, the speech corpus it encodes (texts, voices, splits).
 
+Training batches hold utterances of similar lengths (`buckets.py`), evaluation batches go in length order.
 Batches are dicts: `text [B, S]` (0-padded ids), `audio_in [B, D, n_q]` and `target [B, D, n_q]` (the delay
 pattern of tokens.py, D = longest + n_q; inputs padded with PAD, targets with BOS = ignored).
 """
@@ -19,6 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from apps.lina_speech.buckets import LengthBuckets
 from apps.lina_speech.table import SPLITS, TokenTable, Utterance, read_table, read_token_folder
 from apps.lina_speech.tokens import BOS, NUM_SPECIALS, collate_codes, pad_batch
 from common.audio.codec_tokens import INFO
@@ -120,13 +122,13 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
     # ---- what the model and module need ------------------------------------------------------------
     def model_kwargs(self) -> dict:
         meta = self._ready().meta
+        kwargs = {k: meta[k] for k in ("n_q", "codebook_size", "text_vocab")} | {"codec_dir": None, "codec": None}
         codec = self.codec_dir()
-        return {
-            "n_q": meta["n_q"],
-            "codebook_size": meta["codebook_size"],
-            "text_vocab": meta["text_vocab"],
-            "codec_dir": None if codec is None else str(codec),
-        }
+        if codec is not None:  # the embedded codec: the model carries its weights (see LinaSpeech's `codec`)
+            from common.audio.codec_train import codec_config  # the audio stack, only for the embedded corpus
+
+            kwargs |= {"codec_dir": str(codec), "codec": codec_config(codec)}
+        return kwargs
 
     def unigram_counts(self) -> torch.Tensor:
         """Counts [n_q, vocab] of the training targets (ignored ones left out): the unigram baseline."""
@@ -144,12 +146,16 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         return self._ready().split(split, voice)
 
     def loader(self, utterances: list[Utterance], shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        """Batches of similar lengths (less padding): shuffled in `LengthBuckets` order, else sorted by length."""
+        batch_size = batch_size or self.batch_size
+        if shuffle:
+            world = self.trainer.world_size if self.trainer is not None else 1
+            lengths = [u.codes.shape[0] for u in utterances]
+            sampler = LengthBuckets(lengths, batch_size, world, seed=torch.initial_seed() % 2**62)
+        else:
+            utterances, sampler = sorted(utterances, key=lambda u: u.codes.shape[0]), None
         return DataLoader(
-            utterances,
-            batch_size=batch_size or self.batch_size,
-            shuffle=shuffle,
-            collate_fn=collate,
-            num_workers=self.num_workers,
+            utterances, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=self.num_workers
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -43,7 +43,10 @@ class LinaSpeech(nn.Module):
         expand_k, expand_v: GLA key and value widths over dim (Lina: 1 and 2).
         chunk_size: GLA chunk length when training (torch form; the Triton kernel uses 64).
         top_k, temperature: sampling of quantizer 0; max_frames: generation cap (then stop is forced).
-        codec_dir: the folder of the codec whose codes the model speaks (for predict; no weights of it here).
+        codec_dir: the folder of the codec whose codes the model speaks (its corpus and token table: IST, judge).
+        codec: that codec's constructor options (`common.audio.codec.Codec`, its `codec.json`), or None (a user's
+            codec). Given, the codec is a frozen submodule: `load_codec_weights` copies it in before training,
+            and its weights then travel in the state dict (checkpoint, export), so predict needs no data folder.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class LinaSpeech(nn.Module):
         temperature: float = 1.0,
         max_frames: int = 1000,
         codec_dir: str | None = None,
+        codec: dict | None = None,
     ):
         super().__init__()
         check_choice("arch", arch, ARCHS)
@@ -89,6 +93,17 @@ class LinaSpeech(nn.Module):
         self.decoder = nn.ModuleList(block(dim, num_heads) for _ in range(n_layer))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, n_q * self.vocab)
+        self.codec = None
+        if codec:
+            from common.audio.codec import Codec  # the audio stack only for a model that speaks through it
+
+            self.codec = Codec(**codec).requires_grad_(False)
+
+    def load_codec_weights(self) -> None:
+        """Copy the trained codec of `codec_dir` into `self.codec` (before training; later the state dict has it)."""
+        from common.audio.codec_train import load_codec
+
+        self.codec.load_state_dict(load_codec(self.codec_dir).state_dict())
 
     # ---- the network ------------------------------------------------------------------------------------
     def gla_layers(self) -> list[GatedLinearAttention]:

@@ -32,6 +32,8 @@ class LinaSpeechModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.set_unigram(self.trainer.datamodule.unigram_counts())
+        if self.model.codec is not None:
+            self.model.load_codec_weights()
 
     def set_unigram(self, counts: torch.Tensor) -> None:
         """The unigram baseline from the training targets' counts [n_q, vocab] (add-0.5 smoothing)."""
@@ -82,4 +84,5 @@ class LinaSpeechModule(L.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self):
-        return with_scheduler(self.optimizer_factory(self.model.parameters()), self.scheduler_factory, self.trainer)
+        trained = [p for p in self.model.parameters() if p.requires_grad]  # not the frozen codec
+        return with_scheduler(self.optimizer_factory(trained), self.scheduler_factory, self.trainer)

@@ -6,7 +6,8 @@ nothing speakable (e.g. only emoji or another script), or undecodable bytes rais
 Optional `voice`: a voice file of initial-state tuning (ist.py) for a held-out voice.
 Output under `out_dir`: `speech.wav` (the codec's sample rate), `spectrogram.png` (log-magnitude STFT),
 `codes.npy` ([frames, n_q], the generated codec codes) and `text.txt` (the normalised text read).
-The codec is the one the model's tokens came from: `model.codec_dir` (the embedded data folder's codec).
+The codec is the one the model's tokens came from: inside the model (the embedded codec, whose weights the
+checkpoint and the export carry), or the folder `model.codec_dir`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def read_text(path: Path | str) -> str:
 
 
 def load_model_codec(model: LinaSpeech):
+    """The model's own codec (trained on the embedded corpus: in its weights), else the one at `codec_dir`."""
+    if model.codec is not None:
+        return model.codec.eval()
     if model.codec_dir is None:
         raise ConfigError("model.codec_dir", None, "the codec folder of the model's tokens, to turn codes into sound")
     from common.audio.codec_train import load_codec

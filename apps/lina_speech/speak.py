@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     sets, info, tuned = speak_sets(model, dm, args.sentences, voice, args.ist_steps, args.seed)
     info |= {"seconds": time.perf_counter() - start, "device": args.device}
-    info["parameters"] = sum(p.numel() for p in model.parameters())
+    info["parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)  # the codec aside
     write_speech(Path(args.out), sets, info)
     tuned.save(Path(args.out) / "voice.safetensors")
     print(json.dumps(info), flush=True)

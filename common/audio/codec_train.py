@@ -6,7 +6,8 @@ API:
   `train` split and writes `out_dir/codec.safetensors` (weights and codebooks, never pickle) and
   `out_dir/codec.json` (the constructor's arguments and a training record).
   Wrap it in `common.data.cache.build_once` to train it once.
-- `save_codec(codec, out_dir, record)`, `load_codec(dir) -> Codec` (eval mode; `DatasetError` naming the codec card
+- `save_codec(codec, out_dir, record)`, `codec_config(dir) -> dict` (the constructor's options),
+  `load_codec(dir) -> Codec` (eval mode; `DatasetError` naming the codec card
   for a missing or malformed folder, `WeightsError` naming the tensor for weights that do not fit).
 - `codec_loss(codec, wave, n_used) -> (loss, parts)`: L1 on log-magnitude + L1 on log-mel + 0.25 x commitment.
 
@@ -121,16 +122,25 @@ def save_codec(codec: Codec, out_dir: str | Path, record: dict | None = None) ->
     return out_dir
 
 
+def codec_config(directory: str | Path) -> dict:
+    """The constructor options of the codec saved in `directory` (DatasetError if missing or malformed)."""
+    config_path = Path(directory) / CONFIG
+    if not config_path.is_file() or not (Path(directory) / WEIGHTS).is_file():
+        raise DatasetError(directory, EXPECTED, CARD, "codec not found")
+    try:
+        return dict(json.loads(config_path.read_text())["codec"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(config_path, EXPECTED, CARD, f"malformed codec config ({exc})") from None
+
+
 def load_codec(directory: str | Path, device: str | torch.device = "cpu") -> Codec:
     """The codec saved in `directory`, in eval mode."""
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG, directory / WEIGHTS
-    if not config_path.is_file() or not weights_path.is_file():
-        raise DatasetError(directory, EXPECTED, CARD, "codec not found")
+    config, weights_path = codec_config(directory), directory / WEIGHTS
     try:
-        codec = Codec(**json.loads(config_path.read_text())["codec"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(config_path, EXPECTED, CARD, f"malformed codec config ({exc})") from None
+        codec = Codec(**config)
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(directory / CONFIG, EXPECTED, CARD, f"malformed codec config ({exc})") from None
     try:
         state = load_file(weights_path)
     except Exception as exc:  # safetensors raises its own error types for truncated or foreign files

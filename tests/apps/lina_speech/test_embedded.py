@@ -1,6 +1,7 @@
 """(slow) The embedded route end to end at a tiny size: corpus (espeak-ng + flite) -> codec -> token table -> train
-through Hydra -> export -> predict a text file to a wav with the real codec -> tune a held-out voice -> predict
-with it -> the judge (WER, IST similarity). Minutes on 2 CPU cores: the corpus and the codec are built for real."""
+through Hydra -> export (the codec inside: predict runs with the data folder moved away) -> predict a text file to a
+wav -> tune a held-out voice -> predict with it -> the judge (WER, IST similarity). Minutes on 2 CPU cores: the
+corpus and the codec are built for real."""
 
 from __future__ import annotations
 
@@ -41,11 +42,13 @@ def test_embedded_train_export_predict_ist(tmp_path):
     run_cli("export", "app=lina_speech", root=tmp_path)
     export_dir = tmp_path / "exports" / "lina_speech"
     model = load(export_dir)
-    assert model.codec_dir and model.n_q >= 1
+    assert model.codec_dir and model.n_q >= 1 and model.codec is not None  # the codec rides in the export
 
     text = tmp_path / "in.txt"
     text.write_text("Hello world, this is a test.")
+    (tmp_path / "data").rename(tmp_path / "elsewhere")  # predict needs the export only, not the data folder
     written = predict(model, text, tmp_path / "out", spec={})
+    (tmp_path / "elsewhere").rename(tmp_path / "data")
     wave = load_audio(written["wav"], 16000)
     assert written["spectrogram"].is_file() and len(wave) >= 0
 

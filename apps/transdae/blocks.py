@@ -65,10 +65,14 @@ class DualTransformerBlock(nn.Module):
 
 
 class OverlapPatchEmbed(nn.Module):
-    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int):
+    """Strided overlapping convolution, then LayerNorm over each token's channels (`norm`). On a one-channel image
+    that norm makes a token blind to its patch's intensity scale (conv(c x) = c conv(x) up to the bias): a uniform
+    patch of grey matter and one of white matter embed alike."""
+
+    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, norm: bool = True):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, kernel, stride, padding=kernel // 2)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """[B, C_in, H, W] -> tokens [B, H/s * W/s, dim] and their (H/s, W/s)."""

@@ -104,6 +104,7 @@ class TransDAEDataModule(DataCardMixin, L.LightningDataModule):
         test_slabs: tuple = ((0.25, 0.37), (0.60, 0.72)),
         gap: int = 3,
         augment: bool = True,
+        intensity_augment: bool = True,
         num_workers: int = 0,
         val_cases: int = 2,
     ):
@@ -118,6 +119,7 @@ class TransDAEDataModule(DataCardMixin, L.LightningDataModule):
         self.val_slabs = [tuple(s) for s in val_slabs]
         self.test_slabs = [tuple(s) for s in test_slabs]
         self.gap, self.augment, self.num_workers, self.val_cases = int(gap), augment, int(num_workers), int(val_cases)
+        self.intensity_augment = intensity_augment
         self.class_names: list[str] = list(TISSUES)
         self._splits: dict = {}
 
@@ -143,7 +145,8 @@ class TransDAEDataModule(DataCardMixin, L.LightningDataModule):
         except ValueError as exc:
             raise DatasetError(path, "held-out slabs inside [0, 1] that do not overlap", self.card, str(exc)) from None
         train = split["train"]
-        transform = train_transforms(None) if self.augment else None  # stored at the model's size already
+        # stored at the model's size already
+        transform = train_transforms(None, intensity=self.intensity_augment) if self.augment else None
         return {
             "train": SliceDataset(image[train], labels[train], transform),
             **{s: VolumeDataset([(image[i], labels[i], spacing) for i in slabs(split[s])]) for s in ("val", "test")},
@@ -155,7 +158,7 @@ class TransDAEDataModule(DataCardMixin, L.LightningDataModule):
         reader = read_synapse if self.dataset_name == "synapse" else read_msd
         data = reader(self.root, self.card, val_cases=self.val_cases)
         self.class_names = data.class_names
-        transform = train_transforms(self.img_size, self.augment, flip=data.flip)
+        transform = train_transforms(self.img_size, self.augment, flip=data.flip, intensity=self.intensity_augment)
         return {"train": data.train(transform), "val": VolumeDataset(data.val), "test": VolumeDataset(data.test)}
 
     def model_kwargs(self) -> dict:

@@ -62,6 +62,8 @@ class TransDAE(SegmenterIO, nn.Module):
     spatial_attention: the spatial token mixer of the dual blocks (the paper: efficient; any registered
         self-attention mechanism of the core fits).
     isim: the Inter-Scale Interaction Module on the skips (false: DAE-Former's plain skips, the ablation).
+    stem_norm: MiT's LayerNorm after the first patch embedding (false: the raw intensities stay in the tokens,
+        where intensity is the tissue's cue; see `OverlapPatchEmbed`).
     """
 
     arch = "transdae"
@@ -80,6 +82,7 @@ class TransDAE(SegmenterIO, nn.Module):
         mlp_ratio: float = 4.0,
         spatial_attention: str = "efficient",
         isim: bool = True,
+        stem_norm: bool = True,
     ):
         super().__init__()
         dims, depths = list(dims), list(depths)
@@ -99,7 +102,7 @@ class TransDAE(SegmenterIO, nn.Module):
 
         widths = [in_chans, *dims[:-1]]
         self.embeds = nn.ModuleList(
-            OverlapPatchEmbed(w, d, 7 if i == 0 else 3, 4 if i == 0 else 2)
+            OverlapPatchEmbed(w, d, 7 if i == 0 else 3, 4 if i == 0 else 2, norm=stem_norm or i > 0)
             for i, (w, d) in enumerate(zip(widths, dims))
         )
         self.encoder = nn.ModuleList(blocks(d, n) for d, n in zip(dims, depths))
@@ -151,16 +154,18 @@ def _init(module: nn.Module) -> None:
 
 
 class UNetBaseline(SegmenterIO, nn.Module):
-    """MONAI's 2-D UNet (residual units, strided convolutions; channels w, 2w, 4w, 8w) in the same pipeline."""
+    """MONAI's 2-D UNet (residual units, strided convolutions; channels w, 2w, 4w, 8w) in the same pipeline, with
+    MONAI's normalisation `norm` ("instance", MONAI's default, or "batch")."""
 
     arch = "unet"
 
-    def __init__(self, in_chans: int, num_classes: int, img_size: int, class_names, width: int):
+    def __init__(self, in_chans: int, num_classes: int, img_size: int, class_names, width: int, norm: str = "instance"):
         super().__init__()
         self.in_chans, self.num_classes, self.img_size = in_chans, num_classes, img_size
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         channels = tuple(width * 2**i for i in range(4))
-        self.net = UNet(2, in_chans, num_classes, channels=channels, strides=(2, 2, 2), num_res_units=2)
+        check_choice("baseline_norm", norm, ("instance", "batch"))
+        self.net = UNet(2, in_chans, num_classes, channels=channels, strides=(2, 2, 2), num_res_units=2, norm=norm)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
@@ -173,13 +178,14 @@ def create(
     img_size: int = 64,
     class_names: list[str] | None = None,
     baseline_width: int = 16,
+    baseline_norm: str = "instance",
     **transdae,
 ) -> nn.Module:
     """The pipeline's model target: TransDAE (`transdae`, with its own arguments) or MONAI's UNet (`unet`, channels
-    w, 2w, 4w, 8w with w = `baseline_width`). SwinUNETR would be the second baseline, but MONAI's needs einops,
-    which the project does not install."""
+    w, 2w, 4w, 8w with w = `baseline_width`, normalised by `baseline_norm`). SwinUNETR would be the second
+    baseline, but MONAI's needs einops, which the project does not install."""
     check_choice("arch", arch, ARCHS)
     common = dict(in_chans=in_chans, num_classes=num_classes, img_size=img_size, class_names=class_names)
     if arch == "transdae":
         return TransDAE(**common, **transdae)
-    return UNetBaseline(width=baseline_width, **common)
+    return UNetBaseline(width=baseline_width, norm=baseline_norm, **common)

@@ -119,3 +119,36 @@ def test_augmented_slices_are_plain_tensors():
     item = SliceDataset(images, labels, train_transforms(32))[0]
     assert type(item["image"]) is torch.Tensor and type(item["label"]) is torch.Tensor
     assert item["image"].shape == item["label"].shape == (1, 32, 32)
+
+
+def test_stem_norm_erases_intensity_scale_and_its_removal_keeps_it():
+    """MiT's LayerNorm after the first patch embedding makes a one-channel token blind to the patch's intensity
+    scale (zero conv bias at init: LN(c W x) = LN(W x)), so uniform grey (0.65) and white matter (0.83) patches
+    embed alike; without it (the embedded default) they differ. Equal up to LayerNorm's eps (1e-5 added to a token
+    variance of ~1e-2 here: relative changes ~1e-3 at most)."""
+    torch.manual_seed(0)
+    grey, white = torch.full((1, 1, 32, 32), 0.65), torch.full((1, 1, 32, 32), 0.83)
+    with_norm = create("transdae", **SMALL).embeds[0]
+    without = create("transdae", **SMALL, stem_norm=False).embeds[0]
+    torch.testing.assert_close(with_norm(grey)[0], with_norm(white)[0], rtol=0, atol=2e-3)
+    assert (without(white)[0] - without(grey)[0]).abs().amax() > 0.1
+    torch.testing.assert_close(without(white)[0], without(grey)[0] * 0.83 / 0.65)  # linear in the intensity
+
+
+def test_unet_baseline_norm():
+    """MONAI's default instance norm rescales each slice by its own statistics: the first convolution's normalised
+    features of a slice and of the same slice at 1.2x intensity are equal (up to the norm's eps); with batch norm
+    (running statistics at eval) they differ."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32)
+    first = {
+        norm: create("unet", num_classes=4, img_size=32, baseline_width=8, baseline_norm=norm).eval().net.model[0]
+        for norm in ("instance", "batch")
+    }
+    with torch.no_grad():
+        unit = first["instance"].conv.unit0
+        torch.testing.assert_close(unit(x), unit(1.2 * x), rtol=1e-3, atol=1e-3)
+        unit = first["batch"].conv.unit0
+        assert (unit(x) - unit(1.2 * x)).abs().amax() > 1e-2
+    with pytest.raises(ConfigError, match="baseline_norm"):
+        create("unet", num_classes=4, img_size=32, baseline_norm="group")

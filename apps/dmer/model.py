@@ -23,11 +23,13 @@ Changes from the official code, and why:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from common.attention import build
 from common.audio.features import FLOOR_DB
+from common.audio.music_score import MAJOR_PROFILE, MINOR_PROFILE
 from common.errors import ConfigError, check_choice, check_range
 
 ARCHS = ("dsaml", "bilstm")
@@ -70,11 +72,14 @@ class KeyProfiles(nn.Module):
     """Mode evidence from a chroma window, invariant to transposition: the window's mean pitch-class profile,
     centred and unit-normed, correlated with `profiles` learned 12-bin templates at all 12 transpositions, the
     best transposition kept per template (Krumhansl's key finding, with learned profiles: major against minor
-    is a difference of two outputs)."""
+    is a difference of two outputs). The first two templates start as Krumhansl's major and minor profiles, the
+    others at random: with a few hundred steps of training, random ones alone hardly move."""
 
     def __init__(self, profiles: int = 16):
         super().__init__()
-        self.templates = nn.Parameter(0.3 * torch.randn(profiles, 12))
+        start = 0.3 * torch.randn(profiles, 12)
+        start[:2] = torch.tensor(np.stack([MAJOR_PROFILE, MINOR_PROFILE])[:profiles], dtype=torch.float32)
+        self.templates = nn.Parameter(start)
         self.register_buffer("rotations", (torch.arange(12)[:, None] + torch.arange(12)[None, :]) % 12, False)
         self.out_dim = profiles
 

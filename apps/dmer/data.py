@@ -1,9 +1,10 @@
 """DMER data: a rated corpus (embedded music21 renderings, DEAM or PMEmo) as log-mel windows per 2 Hz step.
 
-A piece is `windows` [T, W, n_mels] (the 5 s log-mel window centred on each label step), `clip` [F, n_mels]
+A piece is `windows` [T, W, n_mels (+ 12)] (the 5 s log-mel window centred on each label step, with `chroma`
+its 12 CQT chroma bins after the mel bands), `clip` [F, n_mels]
 (the log-mel of the labelled span, for the clip encoder; or its precomputed embedding [G] with
-`global_features`) and `target` [T, 2] (arousal, valence). Log-mels are computed once per corpus with
-common.audio.features and cached under `data_dir`.
+`global_features`) and `target` [T, 2] (arousal, valence). Log-mels and chroma are computed once per corpus
+with common.audio.features and cached under `data_dir`.
 
 Training batches are pieces with their consensus curves, or with `maml=true` lists of per-annotator tasks:
 `support` (one piece the annotator rated) and `query` (up to `query_size` other pieces they rated), each a
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from apps.dmer.corpus import SPLITS, Corpus, read_embedded
 from apps.dmer.embedded import STEP_RATE, build_embedded
 from apps.dmer.real import read_deam, read_pmemo
-from common.audio.features import FLOOR_DB, log_mel, step_windows
+from common.audio.features import FLOOR_DB, chroma, log_mel, step_windows
 from common.audio.io import load_audio
 from common.data.cache import build_once
 from common.data.cards import DataCardMixin
@@ -45,6 +46,22 @@ def compute_mels(corpus: Corpus, out: Path, sample_rate: int, n_mels: int, hop: 
     np.savez(out / "mels.npz", **mels)
 
 
+def compute_chroma(corpus: Corpus, out: Path, sample_rate: int, hop: float, card: str) -> None:
+    frames = {
+        f"p{i}": chroma(load_audio(path, sample_rate, card=card), sample_rate, hop).astype(np.float16)
+        for i, path in enumerate(corpus.audio)
+    }
+    np.savez(out / "chroma.npz", **frames)
+
+
+def step_inputs(mel: np.ndarray, pitch: np.ndarray | None, times: np.ndarray, hop: float, window_seconds: float):
+    """[T, W, n_mels (+ 12)] the log-mel windows of each step, with the chroma windows appended to the bands."""
+    windows = step_windows(mel, times, hop, window_seconds)
+    if pitch is None:
+        return windows
+    return np.concatenate([windows, step_windows(pitch, times, hop, window_seconds, pad=0.0)], axis=-1)
+
+
 def clip_input(mel: np.ndarray, start: float, frames: int, hop: float) -> np.ndarray:
     """[frames, n_mels] of `mel` from `start` seconds, silence (FLOOR_DB) beyond its ends."""
     first = round(start / hop)
@@ -58,13 +75,14 @@ def clip_input(mel: np.ndarray, start: float, frames: int, hop: float) -> np.nda
 class Pieces:
     """Model inputs of every piece of a corpus, built on demand from the cached log-mels."""
 
-    def __init__(self, mels, times, hop, window_seconds, clip_frames, embeddings=None):
+    def __init__(self, mels, times, hop, window_seconds, clip_frames, embeddings=None, chromas=None):
         self.mels, self.times, self.hop, self.window_seconds = mels, times, hop, window_seconds
-        self.clip_frames, self.embeddings = clip_frames, embeddings
+        self.clip_frames, self.embeddings, self.chromas = clip_frames, embeddings, chromas
 
     def inputs(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         mel = self.mels[i].astype(np.float32)
-        windows = step_windows(mel, self.times[i], self.hop, self.window_seconds)
+        pitch = None if self.chromas is None else self.chromas[i].astype(np.float32)
+        windows = step_inputs(mel, pitch, self.times[i], self.hop, self.window_seconds)
         if self.embeddings is not None:
             return torch.from_numpy(windows), torch.from_numpy(self.embeddings[i])
         start = self.times[i, 0] - 0.5 / STEP_RATE
@@ -112,6 +130,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
     data_dir: where the embedded set and the log-mel caches are built.
     steps: label steps per piece (2 Hz; 60 = 30 s, DEAM's; PMEmo's official setting is 20).
     sample_rate, n_mels, n_fft, hop_seconds, window_seconds: the log-mel features.
+    chroma: append 12 CQT chroma bins to every frame (the pitch classes that mode, hence valence, is read from).
     batch_size, num_workers: loaders. maml, meta_batch, query_size, tasks_per_epoch: per-annotator tasks.
     global_features: a folder of <piece id>.npy clip embeddings (the model's `global_features`).
     val_fraction, test_fraction, seed: the real datasets' piece split. num_pieces, num_val, num_test,
@@ -131,6 +150,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
         n_fft: int = 4096,
         hop_seconds: float = 0.1,
         window_seconds: float = 5.0,
+        chroma: bool = True,
         batch_size: int = 16,
         num_workers: int = 0,
         maml: bool = False,
@@ -157,7 +177,7 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
             raise DatasetError(Path(str(root)), f"data.root: the {source} folder", SOURCES[source], "data.root not set")
         self.source, self.root, self.data_dir = source, Path(root) if root else None, Path(data_dir)
         self.steps, self.sample_rate, self.n_mels, self.n_fft = steps, sample_rate, n_mels, n_fft
-        self.hop, self.window_seconds = hop_seconds, window_seconds
+        self.hop, self.window_seconds, self.chroma = hop_seconds, window_seconds, chroma
         self.batch_size, self.num_workers = batch_size, num_workers
         self.maml, self.meta_batch, self.query_size, self.tasks_per_epoch = (
             maml,
@@ -217,17 +237,29 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
     def prepare_data(self) -> None:
         self._features()
 
-    def _features(self) -> tuple[Corpus, list[np.ndarray]]:
+    def _features(self) -> tuple[Corpus, list[np.ndarray], list[np.ndarray] | None]:
+        """The corpus, its log-mels and (with `chroma`) its chroma, each built once into its own cache."""
         corpus, folder = self._read()
-        name = f"mel{self.n_mels}-fft{self.n_fft}-hop{self.hop}-sr{self.sample_rate}"
         card = self.card
-        cache = build_once(
-            folder / name if self.source == "embedded" else Path(f"{folder}-{name}"),
+
+        def cached(name: str, build, file: str) -> list[np.ndarray]:
+            cache = build_once(folder / name if self.source == "embedded" else Path(f"{folder}-{name}"), build)
+            with np.load(cache / file, allow_pickle=False) as f:
+                return [f[f"p{i}"] for i in range(len(corpus.ids))]
+
+        mels = cached(
+            f"mel{self.n_mels}-fft{self.n_fft}-hop{self.hop}-sr{self.sample_rate}",
             lambda tmp: compute_mels(corpus, tmp, self.sample_rate, self.n_mels, self.hop, self.n_fft, card),
+            "mels.npz",
         )
-        with np.load(cache / "mels.npz", allow_pickle=False) as f:
-            mels = [f[f"p{i}"] for i in range(len(corpus.ids))]
-        return corpus, mels
+        if not self.chroma:
+            return corpus, mels, None
+        chromas = cached(
+            f"chroma-hop{self.hop}-sr{self.sample_rate}",
+            lambda tmp: compute_chroma(corpus, tmp, self.sample_rate, self.hop, card),
+            "chroma.npz",
+        )
+        return corpus, mels, chromas
 
     def _embeddings(self, corpus: Corpus) -> np.ndarray | None:
         if not self.global_features:
@@ -248,17 +280,20 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.corpus is not None:
             return
-        self.corpus, mels = self._features()
+        self.corpus, mels, chromas = self._features()
         for split in SPLITS:
             if not self.corpus.indices(split):
                 raise DatasetError(self.root or self.data_dir, f"pieces in the {split} split", self.card, "none")
         self.embeddings = self._embeddings(self.corpus)
-        self.pieces = Pieces(mels, self.corpus.times, self.hop, self.window_seconds, self.clip_frames, self.embeddings)
+        self.pieces = Pieces(
+            mels, self.corpus.times, self.hop, self.window_seconds, self.clip_frames, self.embeddings, chromas
+        )
 
     def model_kwargs(self) -> dict:
         kwargs = {
             "n_mels": self.n_mels,
             "n_fft": self.n_fft,
+            "chroma": self.chroma,
             "window_frames": self.window_frames,
             "clip_frames": self.clip_frames,
             "steps": self.steps,

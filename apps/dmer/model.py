@@ -15,16 +15,21 @@ Changes from the official code, and why:
 - Relative positions are a learned per-head bias over the clipped step distance (T5-style), added to the
   logits with the band mask through the attention core's `bias`; BERT's `relative_key` adds q . r(i - j),
   which needs the queries inside the core.
+- With `chroma` (the default), each step also reads its window's 12 CQT chroma bins through `KeyProfiles`, a
+  learned, key-invariant key finder: the paper's front end is the log-mel alone, from which no linear map and
+  hardly an MLP reads the mode, which the valence of Western music follows (README, Results).
 - Widths are CPU-sized by default (hidden 128, 2 layers); configs/experiment/dmer_deam.yaml sets the paper's.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from common.attention import build
 from common.audio.features import FLOOR_DB
+from common.audio.music_score import MAJOR_PROFILE, MINOR_PROFILE
 from common.errors import ConfigError, check_choice, check_range
 
 ARCHS = ("dsaml", "bilstm")
@@ -61,6 +66,32 @@ class SpectrogramExtractor(nn.Module):
         """windows [B, T, frames, n_mels] (dB) -> [B, T, out_dim]."""
         b, t = windows.shape[:2]
         return self.net(normalize_db(windows).flatten(0, 1).unsqueeze(1)).unflatten(0, (b, t))
+
+
+class KeyProfiles(nn.Module):
+    """Mode evidence from a chroma window, invariant to transposition: the window's mean pitch-class profile,
+    centred and unit-normed, correlated with `profiles` learned 12-bin templates at all 12 transpositions, the
+    best transposition kept per template (Krumhansl's key finding, with learned profiles: major against minor
+    is a difference of two outputs). The first two templates start as Krumhansl's major and minor profiles, the
+    others at random: with a few hundred steps of training, random ones alone hardly move."""
+
+    def __init__(self, profiles: int = 16):
+        super().__init__()
+        start = 0.3 * torch.randn(profiles, 12)
+        start[:2] = torch.tensor(np.stack([MAJOR_PROFILE, MINOR_PROFILE])[:profiles], dtype=torch.float32)
+        self.templates = nn.Parameter(start)
+        self.register_buffer("rotations", (torch.arange(12)[:, None] + torch.arange(12)[None, :]) % 12, False)
+        self.out_dim = profiles
+
+    @staticmethod
+    def _unit(x: torch.Tensor) -> torch.Tensor:
+        x = x - x.mean(-1, keepdim=True)
+        return x / (x.norm(dim=-1, keepdim=True) + 1e-6)
+
+    def forward(self, chroma: torch.Tensor) -> torch.Tensor:
+        """chroma [B, T, frames, 12] -> [B, T, profiles] correlations in [-1, 1]."""
+        rotated = self._unit(chroma.mean(2))[..., self.rotations]  # [B, T, 12 transpositions, 12]
+        return (rotated @ self._unit(self.templates).T).amax(-2)
 
 
 class GlobalClipEncoder(nn.Module):
@@ -177,16 +208,18 @@ class DSAML(nn.Module):
 
     Args:
         arch: dsaml (the paper) | bilstm (per-step CNN + BiLSTM head only).
-        n_mels, n_fft, window_frames, clip_frames, steps, hop_seconds, sample_rate: the input layout and the
-            log-mel features it was trained on (filled from the data; predict computes the same from a recording).
+        n_mels, n_fft, chroma, window_frames, clip_frames, steps, hop_seconds, sample_rate: the input layout and
+            the features it was trained on (filled from the data; predict computes the same from a recording).
         global_features: a folder of precomputed clip embeddings (.npy per piece) or null for the trainable
             clip encoder; global_dim: their width (filled from the data; ignored without global_features).
         dim, num_heads, num_layers, ffn_dim, dropout: the dual-scale transformer (shared by both scales).
         local_width, global_width: band half-widths in steps (official: 5 and 30).
         lstm_hidden, head_hidden: the BiLSTM head (per direction) and its MLP.
+        key_profiles: templates of the chroma key finder (with chroma).
 
     Shapes:
-        windows [N, steps, window_frames, n_mels] log-mel dB; clip [N, clip_frames, n_mels] log-mel dB, or
+        windows [N, steps, window_frames, n_mels (+ 12 chroma bins with chroma)] log-mel dB (then chroma in
+        [0, 1]); clip [N, clip_frames, n_mels] log-mel dB, or
         [N, global_dim] with global_features. Output [N, steps, 2]: arousal, valence.
     """
 
@@ -195,6 +228,7 @@ class DSAML(nn.Module):
         arch: str = "dsaml",
         n_mels: int = 128,
         n_fft: int = 4096,
+        chroma: bool = False,
         window_frames: int = 51,
         clip_frames: int = 300,
         steps: int = 60,
@@ -212,6 +246,7 @@ class DSAML(nn.Module):
         lstm_hidden: int = 64,
         head_hidden: int = 64,
         clip_channels: int = 32,
+        key_profiles: int = 16,
     ):
         super().__init__()
         check_choice("arch", arch, ARCHS)
@@ -227,14 +262,16 @@ class DSAML(nn.Module):
             clip_frames,
             steps,
         )
-        self.hop_seconds, self.sample_rate, self.n_fft = hop_seconds, sample_rate, n_fft
+        self.hop_seconds, self.sample_rate, self.n_fft, self.chroma = hop_seconds, sample_rate, n_fft, chroma
         self.global_features, self.global_dim = global_features, global_dim if global_features else None
         self.extractor = SpectrogramExtractor(window_frames, n_mels)
+        self.key_finder = KeyProfiles(key_profiles) if chroma else None
+        step_dim = self.extractor.out_dim + (key_profiles if chroma else 0)
         if arch == "bilstm":
-            self.project = nn.Linear(self.extractor.out_dim, dim)
+            self.project = nn.Linear(step_dim, dim)
         else:
             self.clip_encoder = nn.Linear(global_dim, dim) if global_features else GlobalClipEncoder(dim, clip_channels)
-            self.fusion = FeatureFusion(self.extractor.out_dim, dim)
+            self.fusion = FeatureFusion(step_dim, dim)
             self.transformer = DualScaleTransformer(
                 dim, num_heads, num_layers, ffn_dim, dropout, local_width, global_width
             )
@@ -243,7 +280,9 @@ class DSAML(nn.Module):
     def forward(self, windows: torch.Tensor, clip: torch.Tensor, return_attention: bool = False):
         """[N, T, 2] (arousal, valence); with `return_attention`, also the last layer's attention weights
         [N, H, T, T] of the local and the global scale (None, None for the bilstm arch)."""
-        steps = self.extractor(windows)
+        steps = self.extractor(windows[..., : self.n_mels])
+        if self.key_finder is not None:
+            steps = torch.cat([steps, self.key_finder(windows[..., self.n_mels :])], dim=-1)
         if self.arch == "bilstm":
             out = self.head(self.project(steps))
             return (out, None, None) if return_attention else out
@@ -253,8 +292,15 @@ class DSAML(nn.Module):
         hidden, local_w, global_w = self.transformer(fused, return_weights=True)
         return self.head(hidden), local_w, global_w
 
+    @property
+    def bands(self) -> int:
+        """Columns of a window frame: the mel bands, then the chroma bins."""
+        return self.n_mels + (12 if self.chroma else 0)
+
     def example_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         windows = FLOOR_DB / 2 + 20 * torch.randn(2, self.steps, self.window_frames, self.n_mels)
+        if self.chroma:
+            windows = torch.cat([windows, torch.rand(2, self.steps, self.window_frames, 12)], dim=-1)
         if self.global_features:
             return windows, torch.randn(2, self.global_dim)
         return windows, FLOOR_DB / 2 + 20 * torch.randn(2, self.clip_frames, self.n_mels)
@@ -263,7 +309,7 @@ class DSAML(nn.Module):
         clip = ["N", self.global_dim] if self.global_features else ["N", self.clip_frames, self.n_mels]
         return {
             "inputs": {
-                "windows": {"shape": ["N", self.steps, self.window_frames, self.n_mels], "dtype": "float32"},
+                "windows": {"shape": ["N", self.steps, self.window_frames, self.bands], "dtype": "float32"},
                 "clip": {"shape": clip, "dtype": "float32"},
             },
             "outputs": {"arousal_valence": {"shape": ["N", self.steps, 2], "dtype": "float32"}},
@@ -273,6 +319,7 @@ class DSAML(nn.Module):
                 "sample_rate": self.sample_rate,
                 "n_mels": self.n_mels,
                 "n_fft": self.n_fft,
+                "chroma": self.chroma,
                 "hop_seconds": self.hop_seconds,
             },
         }

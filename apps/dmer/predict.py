@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from apps.dmer.data import clip_input
+from apps.dmer.data import clip_input, step_inputs
 from apps.dmer.maml import adapt as adapt_params
 from apps.dmer.maml import call
 from apps.dmer.plots import plot_prediction
 from apps.dmer.scores import diagonal_attention_loss, score_loss
-from common.audio.features import log_mel, rms_db, step_windows
+from common.audio.features import chroma, log_mel, rms_db
 from common.audio.io import load_audio
 from common.errors import InputError
 from common.utils.modes import eval_mode, train_mode
@@ -48,15 +48,18 @@ def read_recording(path: Path, sample_rate: int, hop: float) -> np.ndarray:
     return wave
 
 
-def features(model, path: Path) -> np.ndarray:
-    """The log-mel [frames, n_mels] of a recording, computed as for the model's training data."""
+def features(model, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The log-mel [frames, n_mels] of a recording and its chroma [frames, 12] (None if the model reads none),
+    computed as for the model's training data."""
     wave = read_recording(path, model.sample_rate, model.hop_seconds)
-    return log_mel(wave, model.sample_rate, model.n_mels, model.hop_seconds, n_fft=model.n_fft)
+    mel = log_mel(wave, model.sample_rate, model.n_mels, model.hop_seconds, n_fft=model.n_fft)
+    return mel, chroma(wave, model.sample_rate, model.hop_seconds) if model.chroma else None
 
 
-def model_inputs(model, mel: np.ndarray, times: np.ndarray, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(windows [1, T, W, M], clip [1, F, M] or the clip embedding) of one window of steps."""
-    windows = torch.from_numpy(step_windows(mel, times, model.hop_seconds, WINDOW_SECONDS))[None]
+def model_inputs(model, feats: tuple, times: np.ndarray, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(windows [1, T, W, bands], clip [1, F, M] or the clip embedding) of one window of steps."""
+    mel, pitch = feats
+    windows = torch.from_numpy(step_inputs(mel, pitch, times, model.hop_seconds, WINDOW_SECONDS))[None]
     if model.global_features:
         embedding = path.with_suffix(".npy")
         if not embedding.is_file():
@@ -66,9 +69,9 @@ def model_inputs(model, mel: np.ndarray, times: np.ndarray, path: Path) -> tuple
     return windows, torch.from_numpy(clip)[None]
 
 
-def sliding_prediction(model, mel: np.ndarray, path: Path, params=None) -> tuple[np.ndarray, np.ndarray]:
+def sliding_prediction(model, feats: tuple, path: Path, params=None) -> tuple[np.ndarray, np.ndarray]:
     """(times [S], curves [S, 2]) over the whole recording, windows of `model.steps` steps, half overlapping."""
-    seconds = len(mel) * model.hop_seconds
+    seconds = len(feats[0]) * model.hop_seconds
     total = max(model.steps, int(seconds * STEP_RATE))
     starts = list(range(0, total - model.steps + 1, max(1, model.steps // 2)))
     if starts[-1] != total - model.steps:
@@ -77,7 +80,7 @@ def sliding_prediction(model, mel: np.ndarray, path: Path, params=None) -> tuple
     sums, counts = np.zeros((total, 2)), np.zeros((total, 1))
     with torch.no_grad(), eval_mode(model):
         for start in starts:
-            inputs = model_inputs(model, mel, times[start : start + model.steps], path)
+            inputs = model_inputs(model, feats, times[start : start + model.steps], path)
             out = model(*inputs) if params is None else call(model, params, *inputs)
             sums[start : start + model.steps] += out[0].numpy()
             counts[start : start + model.steps] += 1
@@ -106,8 +109,7 @@ def read_adaptation(csv_path: Path, steps: int) -> tuple[Path, np.ndarray, np.nd
 def personalise(model, csv_path: Path) -> dict[str, torch.Tensor]:
     """The model's parameters after ADAPT_STEPS steps of the training loss on the listener's piece."""
     audio, times, ratings = read_adaptation(csv_path, model.steps)
-    mel = features(model, audio)
-    support = (*model_inputs(model, mel, times, audio), torch.from_numpy(ratings).float()[None])
+    support = (*model_inputs(model, features(model, audio), times, audio), torch.from_numpy(ratings).float()[None])
 
     def loss(m, params, batch):
         pred, local_w, global_w = call(m, params, batch[0], batch[1], return_attention=True)
@@ -121,9 +123,9 @@ def personalise(model, csv_path: Path) -> dict[str, torch.Tensor]:
 
 def predict(model, input_path: Path, out_dir: Path, spec: dict, adapt: str | None = None) -> dict:
     input_path, out_dir = Path(input_path), Path(out_dir)
-    mel = features(model, input_path)
+    feats = features(model, input_path)
     params = personalise(model, Path(adapt)) if adapt else None
-    times, curves = sliding_prediction(model, mel, input_path, params)
+    times, curves = sliding_prediction(model, feats, input_path, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "emotion.csv"
     with csv_path.open("w", newline="") as f:
@@ -132,6 +134,6 @@ def predict(model, input_path: Path, out_dir: Path, spec: dict, adapt: str | Non
         writer.writerows([[f"{t:.2f}", f"{a:.4f}", f"{v:.4f}"] for t, (a, v) in zip(times, curves)])
     who = " (personalised)" if adapt else ""
     title = f"{input_path.name}: mean arousal {curves[:, 0].mean():+.2f}, valence {curves[:, 1].mean():+.2f}{who}"
-    picture = plot_prediction(mel, model.hop_seconds, times, curves, out_dir / "emotion.png", title)
+    picture = plot_prediction(feats[0], model.hop_seconds, times, curves, out_dir / "emotion.png", title)
     print(title)
     return {"curve": csv_path, "picture": picture}

@@ -2,7 +2,8 @@
 # dmer on one GPU (issue 23), <= 200 s of device time. Run from the repo root (branch h-dmer merged):
 #   bash scripts/gpu/dmer.sh            ($OUT must be set)
 # Carry: data/dmer_device.tar (~7 MB): the embedded music21_rendered set WITHOUT its audio (labels.npz,
-# pieces.json, annotators.json) and the log-mel cache the default config trains on; no fluidsynth is needed there.
+# pieces.json, annotators.json) and the log-mel and chroma caches the default config trains on; no fluidsynth or
+# audio is needed there.
 # Make it here (the set built by `make train app=dmer`):
 #   bash scripts/gpu/dmer.sh pack
 # Phases (each under its own timeout):
@@ -16,10 +17,11 @@ set -u
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 PACK=data/dmer_device.tar
-MELS=mel128-fft4096-hop0.2-sr22050  # the default config's log-mel cache
+MELS=mel128-fft4096-hop0.2-sr22050  # the default config's log-mel and chroma caches
+CHROMA=chroma-hop0.2-sr22050
 if [ "${1:-}" = pack ]; then
   corpus=$(cd data && ls -d dmer/music21_rendered-v1-p150-* | head -1)
-  tar -C data -cf "$PACK" "$corpus"/{.complete,labels.npz,pieces.json,annotators.json} "$corpus/$MELS"
+  tar -C data -cf "$PACK" "$corpus"/{.complete,labels.npz,pieces.json,annotators.json} "$corpus/$MELS" "$corpus/$CHROMA"
   ls -l "$PACK"; exit 0
 fi
 : "${OUT:?set OUT}"

@@ -1,14 +1,16 @@
 """DSAML's parts: band masks through the core's softmax attention, the dual-scale encoder, the diagonal attention
-loss, shapes and gradients of both architectures, the clip-embedding slot."""
+loss, the chroma key finder, shapes and gradients of both architectures, the clip-embedding slot."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from apps.dmer.model import DSAML, DualScaleTransformer, SpectrogramExtractor, band_bias
+from apps.dmer.model import DSAML, DualScaleTransformer, KeyProfiles, SpectrogramExtractor, band_bias
 from apps.dmer.scores import diagonal_attention_loss, score_loss
 from common.attention.softmax import SoftmaxAttention
+from common.audio.music_score import MAJOR_PROFILE, MINOR_PROFILE, key_scores
 from common.errors import ConfigError
 
 SMALL = {"n_mels": 16, "window_frames": 11, "clip_frames": 40, "steps": 12, "dim": 32, "num_heads": 4,
@@ -18,6 +20,8 @@ SMALL = {"n_mels": 16, "window_frames": 11, "clip_frames": 40, "steps": 12, "dim
 
 def _inputs(model, n=3):
     windows = -50 + 20 * torch.randn(n, model.steps, model.window_frames, model.n_mels)
+    if model.chroma:
+        windows = torch.cat([windows, torch.rand(n, model.steps, model.window_frames, 12)], dim=-1)
     return windows, -50 + 20 * torch.randn(n, model.clip_frames, model.n_mels)
 
 
@@ -84,9 +88,26 @@ def test_extractor_width_matches_the_official_layer_arithmetic():
         assert out.shape == (1, 2, SpectrogramExtractor(frames, mels).out_dim)
 
 
-@pytest.mark.parametrize("arch", ["dsaml", "bilstm"])
-def test_shapes_and_gradients_reach_every_parameter(arch):
-    model = DSAML(arch=arch, **SMALL)
+def test_key_profiles_are_krumhansl_key_finding_and_blind_to_transposition():
+    """With Krumhansl's major and minor profiles as templates the key finder's outputs are exactly the best
+    major and minor correlations over the 12 tonics (key_scores); any templates give the same outputs for a
+    chroma window and its transposition by any number of semitones."""
+    torch.manual_seed(0)
+    finder = KeyProfiles(2)
+    with torch.no_grad():
+        finder.templates.copy_(torch.tensor(np.stack([MAJOR_PROFILE, MINOR_PROFILE]), dtype=torch.float32))
+    chroma = torch.rand(2, 3, 5, 12)
+    expected = np.array([[key_scores(w.mean(0).double().numpy()).max(1) for w in piece] for piece in chroma])
+    assert np.allclose(finder(chroma).detach().numpy(), expected, atol=1e-5)
+    learned = KeyProfiles(8)
+    for shift in (1, 5, 11):
+        assert torch.allclose(learned(chroma.roll(shift, -1)), learned(chroma), atol=1e-6)
+    assert not torch.allclose(learned(chroma[:, :, :, torch.randperm(12)]), learned(chroma), atol=1e-3)
+
+
+@pytest.mark.parametrize(("arch", "chroma"), [("dsaml", True), ("bilstm", True), ("dsaml", False)])
+def test_shapes_and_gradients_reach_every_parameter(arch, chroma):
+    model = DSAML(arch=arch, chroma=chroma, **SMALL)
     windows, clip = _inputs(model)
     pred, local_w, global_w = model(windows, clip, return_attention=True)
     assert pred.shape == (3, SMALL["steps"], 2)

@@ -1,12 +1,12 @@
-"""Log-mel features keep absolute level, windows are centred on their steps, and librosa's onsets and tempo
-find what a click track holds."""
+"""Log-mel features keep absolute level, chroma names the pitch classes sounding, windows are centred on their
+steps, and librosa's onsets and tempo find what a click track holds."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from common.audio.features import FLOOR_DB, log_mel, onset_times, rms_db, step_times, step_windows, tempo_bpm
+from common.audio.features import FLOOR_DB, chroma, log_mel, onset_times, rms_db, step_times, step_windows, tempo_bpm
 
 SR = 22050
 
@@ -59,6 +59,17 @@ def test_step_windows_are_centred_and_padded_with_silence():
     assert windows.shape == (4, 11, 3)
     assert windows[1, 5, 0] == round(0.75 / 0.1)  # the centre frame is the step's time
     assert (windows[0, :3, 0] == FLOOR_DB).all() and windows[0, 3, 0] == 0  # before the clip: silence
+
+
+def test_chroma_frames_match_the_log_mel_and_name_the_chord():
+    """An A minor triad (A3 E4 C5), its first second then silence: A, C and E lead the chroma, frame for frame with
+    the log-mel."""
+    t = np.arange(2 * SR) / SR
+    wave = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 329.63, 523.25)).astype(np.float32) * 0.2 * (t < 1)
+    frames = chroma(wave, SR, 0.2)
+    assert frames.shape == (len(log_mel(wave, SR, 16, 0.2)), 12) and frames.dtype == np.float32
+    assert set(np.argsort(frames[2])[-3:]) == {9, 0, 4}  # A, C, E (C is bin 0)
+    assert frames[2].max() == pytest.approx(1.0, abs=0.05)  # each CQT frame peaks at 1; a 0.2 s frame averages 8
 
 
 def test_onsets_and_tempo_of_a_click_track():

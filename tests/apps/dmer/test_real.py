@@ -63,7 +63,8 @@ def test_deam_through_the_data_module(tmp_path):
     data.setup("fit")
     assert data.dataset_name == "deam" and data.card == "deam"
     windows, clip, target = next(iter(data.train_dataloader()))
-    assert windows.shape[1:] == (8, 25, 16) and clip.shape[1:] == (20, 16) and target.shape[1:] == (8, 2)
+    # each window frame: the 16 mel bands, then the 12 chroma bins (data.chroma, on by default)
+    assert windows.shape[1:] == (8, 25, 16 + 12) and clip.shape[1:] == (20, 16) and target.shape[1:] == (8, 2)
     assert data.model_kwargs()["clip_frames"] == 20
     # windows are cut at the label times (15-19 s of 22 s): every frame holds the tone (silence is -100 dB)
     assert (windows.amax(-1) > -40).all()

@@ -17,6 +17,9 @@ def test_length_buckets():
     first, second = list(sampler), list(sampler)
     assert sorted(first) == sorted(second) == list(range(203)) and first != second
     assert list(LengthBuckets(lengths, 8, window=4, seed=3)) == first  # what another rank draws
+    resumed = LengthBuckets(lengths, 8, window=4, seed=3)
+    resumed.set_epoch(1)  # a run resumed at epoch 1 draws the uninterrupted run's second order
+    assert list(resumed) == second
     random = torch.randperm(203, generator=torch.Generator().manual_seed(1)).tolist()
     # Windows of 32 of 203 lengths uniform in [20, 260): a batch spans ~1/4 of the range, random ones reach near
     # the top: about 0.7x the padded steps expected; 0.85x fails a sampler that does not sort.

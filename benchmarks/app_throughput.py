@@ -5,9 +5,11 @@ official code when its folder is given) with timm's DeiT-Tiny and ResNet-50 for 
 
 Each row: full training steps (bf16 autocast forward, backward, AdamW step) on random 224 px images and labels,
 `--warmup` untimed steps (compilation included) then `--steps` timed ones between two synchronisations; images/s,
-peak memory (`torch.cuda.max_memory_allocated` over the timed steps and warm-up) and parameters. The official code
-is imported from its own folder (never part of this repository); its unused `fairscale` import is satisfied by an
-empty module. Writes benchmarks/results/<card>/app_throughput.{json,md} (or --out).
+peak memory (`torch.cuda.max_memory_allocated` over the timed steps and warm-up) and parameters. Modes: `eager`,
+`compiled` (`torch.compile(model)`), `graphed` (the whole step, optimizer included, captured once as one CUDA
+graph and replayed: no Python, autograd engine or kernel launches left on the host) and `compiled-graphed`
+(both). The official code is imported from its own folder (never part of this repository); its unused `fairscale`
+import is satisfied by an empty module. Writes benchmarks/results/<card>/app_throughput.{json,md} (or --out).
 """
 
 from __future__ import annotations
@@ -49,40 +51,75 @@ def official_biformer_tiny(repo: Path) -> torch.nn.Module:
     return biformer_tiny(num_classes=1000)
 
 
-def measure(
-    model: torch.nn.Module, batch: int, steps: int, warmup: int, compile_model: bool, profile: bool = False
-) -> dict:
+MODES = ("eager", "compiled", "reduce-overhead", "graphed", "compiled-graphed")
+
+
+def measure(model: torch.nn.Module, batch: int, steps: int, warmup: int, mode: str, profile: bool = False) -> dict:
     model = model.cuda().train()
     params = sum(p.numel() for p in model.parameters())
-    step_model = torch.compile(model) if compile_model else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    compiled, graphed = mode.startswith("compiled") or mode == "reduce-overhead", mode.endswith("graphed")
+    trees = mode == "reduce-overhead"  # inductor's own CUDA graphs (cudagraph trees): forward and backward, not AdamW
+    step_model = torch.compile(model, mode="reduce-overhead" if trees else None) if compiled else model
+    # a captured step must keep the optimizer's step count on the GPU
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=graphed)
     images = torch.randn(batch, 3, 224, 224, device="cuda")
     labels = torch.randint(0, 1000, (batch,), device="cuda")
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        if trees:
+            torch.compiler.cudagraph_mark_step_begin()
+        # autocast's weight-cast cache would hold tensors from outside the graph's memory pool
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed):
             loss = torch.nn.functional.cross_entropy(step_model(images), labels)
         loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        if not graphed:  # a graph's backward writes the same .grad buffers at every replay
+            opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
     torch.cuda.reset_peak_memory_stats()
-    for _ in range(warmup):
+    if graphed:  # warmup - 1 eager steps, the capture (which runs nothing), one replay: warmup steps as the others
+        step = whole_step_graph(step, opt, warmup - 1)
+    for _ in range(1 if graphed else warmup):
         step()
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        loss = step()
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    breaks = sum(torch._dynamo.utils.counters["graph_break"].values()) if compile_model else None
+    breaks = sum(torch._dynamo.utils.counters["graph_break"].values()) if compiled else None
     row = {
         "images_per_s": round(batch * steps / seconds, 1),
         "graph_breaks": breaks,
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "params_m": round(params / 1e6, 3),
+        # all modes train the same weights on the same fixed batch for as many steps: equal losses (to bf16 noise)
+        # show that a captured or compiled step does the same work
+        "final_loss": round(float(loss), 4),
     }
     return row | (host_and_gpu(step) if profile else {})
+
+
+def whole_step_graph(step, opt: torch.optim.Optimizer, warmup: int):
+    """`step` (forward, backward, optimizer) captured as one CUDA graph, after `warmup` eager steps on a side stream
+    (compilation, Triton autotuning and cuDNN's search happen there, outside the capture); returns its replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+            opt.zero_grad(set_to_none=True)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss = step()
+
+    def replay():
+        graph.replay()
+        return loss
+
+    return replay
 
 
 def host_and_gpu(step, steps: int = 5) -> dict:
@@ -113,7 +150,7 @@ def main(argv: list[str] = ()) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=8)
-    parser.add_argument("--compile", choices=("both", "no", "yes"), default="both", help="eager, compiled or both")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["eager", "compiled"])
     parser.add_argument("--models", nargs="+", help="only the models whose names contain one of these words")
     parser.add_argument("--out", type=Path, help="folder for the json and md (default benchmarks/results/<card>)")
     parser.add_argument("--profile", action="store_true", help="also profile 5 steps: host vs GPU time, launches")
@@ -137,15 +174,15 @@ def main(argv: list[str] = ()) -> None:
     rows = []
     for batch in args.batches:
         for name, build in builders.items():
-            for compiled in {"both": (False, True), "no": (False,), "yes": (True,)}[args.compile]:
+            for mode in args.modes:
                 torch.manual_seed(0)
                 torch._dynamo.reset()
                 torch._dynamo.utils.counters.clear()
                 try:
-                    row = measure(build(), batch, args.steps, args.warmup, compiled, args.profile)
+                    row = measure(build(), batch, args.steps, args.warmup, mode, args.profile)
                 except Exception as exc:  # noqa: BLE001 - OOM or a failed compile: record it, go on
                     row = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-                rows.append({"model": name, "batch": batch, "compiled": compiled} | row)
+                rows.append({"model": name, "batch": batch, "mode": mode} | row)
                 print(json.dumps(rows[-1]), flush=True)
                 write(out, info, args, rows)  # after every row: a run cut short keeps what it measured
                 torch.cuda.empty_cache()
@@ -156,11 +193,13 @@ def write(out: Path, info: dict, args, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     (out / "app_throughput.json").write_text(json.dumps(meta, indent=2) + "\n")
-    lines = ["| model | batch | compiled (graph breaks) | images/s | peak GiB | params (M) |", "| --- " * 6 + "|"]
+    header = "| model | batch | mode (graph breaks) | images/s | peak GiB | params (M) | final loss |"
+    lines = [header, "| --- " * 7 + "|"]
     for r in rows:
-        compiled = f"yes ({r.get('graph_breaks')})" if r["compiled"] else "no"
-        cells = (r["model"], r["batch"], compiled, r.get("images_per_s", r.get("error")))
-        lines.append("| " + " | ".join(map(str, (*cells, r.get("peak_gib", ""), r.get("params_m", "")))) + " |")
+        mode = r["mode"] + (f" ({r['graph_breaks']})" if r.get("graph_breaks") is not None else "")
+        cells = (r["model"], r["batch"], mode, r.get("images_per_s", r.get("error")))
+        more = (r.get(key, "") for key in ("peak_gib", "params_m", "final_loss"))
+        lines.append("| " + " | ".join(map(str, (*cells, *more))) + " |")
     (out / "app_throughput.md").write_text("\n".join(lines) + "\n")
 
 

@@ -139,10 +139,11 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         """Counts [n_q, vocab] of the training targets (ignored ones left out): the unigram baseline."""
         meta = self._ready().meta
         counts = torch.zeros(meta["n_q"], meta["codebook_size"] + NUM_SPECIALS)
-        for u in self._ready().split("train"):
-            target = collate_codes([u.codes])[1][0]  # [D, n_q]
+        train = self._ready().split("train")
+        for i in range(0, len(train), 256):  # in batches: padded targets are BOS, ignored like the others
+            target = collate_codes([u.codes for u in train[i : i + 256]])[1]  # [B, D, n_q]
             for q in range(meta["n_q"]):
-                t = target[:, q]
+                t = target[..., q]
                 counts[q] += torch.bincount(t[t != BOS], minlength=counts.shape[1]).float()
         return counts
 

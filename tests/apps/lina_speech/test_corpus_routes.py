@@ -3,6 +3,8 @@ with `codec_corpus={}` reuses the default corpus's codec and gets its own token 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -18,7 +20,7 @@ def _recorders(monkeypatch, calls):
     monkeypatch.setattr(embedded, "encode_corpus", lambda c, k, out: calls.append(("tokens", c.name, k.name)))
 
 
-def test_larger_corpus_keeps_the_default_codec(monkeypatch, tmp_path):
+def test_larger_corpus_keeps_the_default_codec(monkeypatch, tmp_path, capsys):
     calls = []
     _recorders(monkeypatch, calls)
     default = embedded.build_embedded(tmp_path, {}, {})
@@ -31,6 +33,8 @@ def test_larger_corpus_keeps_the_default_codec(monkeypatch, tmp_path):
     assert built["corpus"] != default["corpus"] and built["tokens"] not in (default["tokens"], built["corpus"])
     assert calls == [("corpus", large | {"workers": 1}), ("tokens", built["corpus"].name, default["codec"].name)]
     assert embedded.build_embedded(tmp_path, large, {}, codec_corpus={}) == built  # workers name nothing
+    embedded.main(["--data-dir", str(tmp_path), "n_sentences=4000", "n_heldout_sentences=300", "workers=1"])
+    assert json.loads(capsys.readouterr().out)["tokens"] == str(built["tokens"])  # the command line: the same route
     own = embedded.build_embedded(tmp_path, large, {})  # without codec_corpus: a codec of its own
     assert own["codec"] != default["codec"] and calls[-2] == ("codec", built["corpus"].name)
 

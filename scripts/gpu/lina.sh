@@ -8,7 +8,7 @@
 # scripts/gpu/lina_judge.sh decodes and judges them here.
 # Phases, under one deadline (LINA_TOTAL_S, default 570 s, so that packing always happens inside the call):
 #   1. train GLA, experiment=lina_speech_gpu (d512, 4 heads, 4+4 GLA blocks, 40M params, bf16, Triton gla; 3 epochs),
-#      capped by trainer.max_time (LINA_TRAIN_S, default 390 s) -> metrics.json (val/test loss, acc, unigram)
+#      capped by trainer.max_time (LINA_TRAIN_S, default 360 s) -> metrics.json (val/test loss, acc, unigram)
 #   2. speak (~115 s on an H100): 30 held-out test sentences, IST on flite:rms (LINA_IST_STEPS=200), its 30
 #      ist_test sentences untuned/tuned -> speech.json + speech.npz + voice.safetensors
 #   3. optional (LINA_THROUGHPUT_S > 0, measured in session 12): throughput GLA recurrent vs softmax KV cache
@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED=1
 : "${OUT:?set OUT}"
 PY=${PY:-python3}
 TOK=${LINA_TOKENS:-data/lina_speech/tokens-7eeed77e}
-TRAIN_S=${LINA_TRAIN_S:-390}
+TRAIN_S=${LINA_TRAIN_S:-360}
 IST_STEPS=${LINA_IST_STEPS:-200}
 THROUGHPUT_S=${LINA_THROUGHPUT_S:-0}
 TRANSFORMER_S=${LINA_TRANSFORMER_S:-0}
@@ -59,7 +59,7 @@ train() {  # $1 name, $2 seconds, $3 seconds kept for what follows, rest: overri
   CKPT=$run/checkpoints/best.ckpt
 }
 
-train gla "$TRAIN_S" 150  # 150 s kept: speak (~115 s on an H100) and packing
+train gla "$TRAIN_S" 160  # 160 s kept: speak (113 s on the H100 in session 12) and packing
 timeout "$(budget $((150 * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.speak --ckpt "$CKPT" --tokens "$TOK" \
   --out "$W/res/speech" --device $DEV --sentences $SENT --ist-steps "$IST_STEPS" --voice "${LINA_VOICE:-flite:rms}" \
   > "$W/res/speak.log" 2>&1

@@ -44,6 +44,8 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         corpus_root: with a codec_tokens folder at `root`: the speech corpus (manifest.csv) it encodes.
         data_dir: where the embedded corpus, codec and tokens are built once.
         corpus, codec: options of the embedded corpus and codec builders (embedded.py).
+        codec_corpus: options of another corpus to train the codec on (None: this corpus); `{}` keeps the
+            default corpus's codec for a larger corpus (embedded.py).
         max_frames: longer utterances are left out of every split (the paper crops at its context length).
         batch_size, num_workers: the loaders'.
     """
@@ -58,6 +60,7 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         data_dir: str = "data/lina_speech",
         corpus: dict | None = None,
         codec: dict | None = None,
+        codec_corpus: dict | None = None,
         max_frames: int = 600,
         batch_size: int = 16,
         num_workers: int = 0,
@@ -71,6 +74,7 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
             raise ConfigError("root", root, "the token table folder when source=tokens")
         self.source, self.root, self.corpus_root, self.data_dir = source, root, corpus_root, Path(data_dir)
         self.corpus_options, self.codec_options = dict(corpus or {}), dict(codec or {})
+        self.codec_corpus = None if codec_corpus is None else dict(codec_corpus)
         self.max_frames, self.batch_size, self.num_workers = int(max_frames), int(batch_size), int(num_workers)
         self.table: TokenTable | None = None
 
@@ -81,17 +85,18 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
     def table_dir(self) -> Path:
         if self.source == "tokens":
             return Path(self.root)
-        from apps.lina_speech.embedded import build_embedded  # the audio stack, only for the embedded corpus
-
-        return build_embedded(self.data_dir, self.corpus_options, self.codec_options)["tokens"]
+        return self._embedded()["tokens"]
 
     def codec_dir(self) -> Path | None:
         """The embedded codec's folder (None for a user's token table: its codec is the user's)."""
         if self.source == "tokens":
             return None
-        from apps.lina_speech.embedded import build_embedded
+        return self._embedded()["codec"]
 
-        return build_embedded(self.data_dir, self.corpus_options, self.codec_options)["codec"]
+    def _embedded(self) -> dict[str, Path]:
+        from apps.lina_speech.embedded import build_embedded  # the audio stack, only for the embedded corpus
+
+        return build_embedded(self.data_dir, self.corpus_options, self.codec_options, self.codec_corpus)
 
     def prepare_data(self) -> None:
         self.table_dir()
@@ -134,10 +139,11 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         """Counts [n_q, vocab] of the training targets (ignored ones left out): the unigram baseline."""
         meta = self._ready().meta
         counts = torch.zeros(meta["n_q"], meta["codebook_size"] + NUM_SPECIALS)
-        for u in self._ready().split("train"):
-            target = collate_codes([u.codes])[1][0]  # [D, n_q]
+        train = self._ready().split("train")
+        for i in range(0, len(train), 256):  # in batches: padded targets are BOS, ignored like the others
+            target = collate_codes([u.codes for u in train[i : i + 256]])[1]  # [B, D, n_q]
             for q in range(meta["n_q"]):
-                t = target[:, q]
+                t = target[..., q]
                 counts[q] += torch.bincount(t[t != BOS], minlength=counts.shape[1]).float()
         return counts
 

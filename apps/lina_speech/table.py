@@ -1,11 +1,11 @@
 """The token table: every utterance of a corpus as text ids and codec codes, the language model's whole dataset.
 
-On disk, one folder: `table.json` (format version, n_q, codebook_size, frame_rate, sample_rate, text_vocab, and
-per utterance: id, voice, sentence, split, text, text_ids, frames) and `codes.npy` (all utterances' codes
-concatenated along time, [sum of frames, n_q], int32, in the order of `table.json`). Splits (the corpus's,
-`common.audio.speech`): train, val (held-out sentences of the training voices, for model selection), test
-(other held-out sentences); ist_train, ist_val, ist_test: the same sentence splits read by held-out voices,
-for initial-state tuning (on ist_train) and its judgement (on ist_test).
+On disk, one folder: `table.json` (format version, n_q, codebook_size, frame_rate, sample_rate, text_vocab, and per
+utterance: id, voice, sentence, split, text, text_ids, frames) and `codes.npy` (all utterances' codes concatenated
+along time, [sum of frames, n_q], uint8 for codebooks of up to 256 entries else int32 (any integer type is read),
+in the order of `table.json`). Splits (the corpus's, `common.audio.speech`): train, val (held-out sentences of the
+training voices, for model selection), test (other held-out sentences); ist_train, ist_val, ist_test: the same
+sentence splits read by held-out voices, for initial-state tuning (on ist_train) and its judgement (on ist_test).
 
 `read_token_folder` reads the other layout, a `common.audio.codec_tokens` folder (tokens.json + one npz per
 utterance), with the texts, voices and splits of the speech corpus it encodes (its manifest.csv).
@@ -70,7 +70,8 @@ def write_table(out: Path, meta: dict, utterances: list[Utterance]) -> None:
         }
         for u in utterances
     ]
-    codes = np.concatenate([u.codes.numpy().astype(np.int32) for u in utterances])
+    dtype = np.uint8 if meta["codebook_size"] <= 256 else np.int32  # 4x smaller tables for the device's carry
+    codes = np.concatenate([u.codes.numpy().astype(dtype) for u in utterances])
     np.save(out / "codes.npy", codes, allow_pickle=False)
     (out / "table.json").write_text(json.dumps({"version": FORMAT_VERSION, **meta, "utterances": rows}) + "\n")
 

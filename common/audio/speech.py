@@ -2,8 +2,9 @@
 
 API:
 - `build_speech_corpus(out_dir, voices=TRAIN_VOICES, heldout_voices=HELDOUT_VOICES, n_sentences=300, n_val=20,
-  n_test=30, sample_rate=16000, max_seconds=8.0, seed=0, workers=2) -> Path`: writes `out_dir/wav/<voice>/<sentence
-  id>.wav`, `manifest.csv` and `corpus.json`; wrap it in `common.data.cache.build_once` to build it once.
+  n_test=30, sample_rate=16000, max_seconds=8.0, seed=0, workers=2, n_heldout_sentences=None) -> Path`: writes
+  `out_dir/wav/<voice>/<sentence id>.wav`, `manifest.csv` and `corpus.json`; wrap it in
+  `common.data.cache.build_once` to build it once.
 - `read_manifest(corpus_dir, split=None) -> list[Utterance]` (`DatasetError` naming the card on a missing or
   malformed corpus); `Utterance`: id, voice, sentence_id, text, path (absolute), seconds, split.
 - `fortune_sentences(files=FORTUNE_FILES) -> list[str]`: the normalised candidate sentences, sorted.
@@ -14,6 +15,8 @@ Splits: sentences are drawn once by a seeded permutation: the first `n_test` are
 the rest `train`, so a larger `n_sentences` keeps the same val and test sentences. Training voices read every
 sentence (splits `train`, `val`, `test`); held-out voices read them too, under `ist_train`, `ist_val`, `ist_test`:
 a voice never heard in training, for initial-state tuning on `ist_train` and its judgement on unseen sentences.
+`n_heldout_sentences` limits the held-out voices to the first sentences of the order (test and val ones first):
+a large corpus then keeps the held-out voices' utterances of a smaller one (IST needs minutes, not hours).
 Utterances longer than `max_seconds` are left out.
 """
 
@@ -146,6 +149,7 @@ def build_speech_corpus(
     max_seconds: float = 8.0,
     seed: int = 0,
     workers: int = 2,
+    n_heldout_sentences: int | None = None,
 ) -> Path:
     """Synthesise every (voice, sentence) pair into `out_dir` with its manifest (see the module docstring)."""
     out_dir = Path(out_dir)
@@ -155,10 +159,11 @@ def build_speech_corpus(
     order = np.random.default_rng(seed).permutation(len(pool))[:n_sentences]
     chosen = [pool[i] for i in order]
     sentence_split = ["test"] * n_test + ["val"] * n_val + ["train"] * (n_sentences - n_val - n_test)
-    rows, jobs = [], []
+    pairs, rows, jobs = list(zip(chosen, sentence_split, strict=True)), [], []
     for voice in (*voices, *heldout_voices):
-        prefix = "ist_" if voice in heldout_voices else ""
-        for text, split in zip(chosen, sentence_split, strict=True):
+        heldout = voice in heldout_voices
+        prefix = "ist_" if heldout else ""
+        for text, split in pairs[:n_heldout_sentences] if heldout else pairs:
             sid, vid = sentence_id(text), voice_id(voice)
             rel = Path("wav") / vid / f"{sid}.wav"
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +186,8 @@ def build_speech_corpus(
         writer.writeheader()
         writer.writerows(kept)
     meta = {"sample_rate": sample_rate, "voices": list(voices), "heldout_voices": list(heldout_voices),
-            "n_sentences": n_sentences, "n_val": n_val, "n_test": n_test, "max_seconds": max_seconds, "seed": seed,
+            "n_sentences": n_sentences, "n_val": n_val, "n_test": n_test, "n_heldout_sentences": n_heldout_sentences,
+            "max_seconds": max_seconds, "seed": seed,
             "utterances": len(kept), "hours": round(sum(float(r["seconds"]) for r in kept) / 3600, 3)}  # fmt: skip
     (out_dir / "corpus.json").write_text(json.dumps(meta, indent=1))
     return out_dir

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Lina-Speech on one GPU (issue 24), ~400 s of device time. Run from the repo root (branch h-lina merged):
-#   bash scripts/gpu/lina.sh            (or a copy in the repo; $OUT must be set)
-# Carry: data/lina_speech/tokens-4a6a0c52 (5.2 MB: the embedded corpus encoded by the embedded codec, incl. the
-# held-out voices). No audio stack is needed there: the GPU trains on the token table, generates codes, tunes a
-# voice, and times generation; the codes come back and scripts/gpu/lina_judge.sh decodes and judges them here.
-# Phases (each under its own timeout; whatever finished is packed):
-#   1. train GLA, experiment=lina_speech_gpu (d512, 4 heads, 4+4 GLA blocks, ~25M params, bf16, Triton gla),
-#      capped by trainer.max_time (LINA_TRAIN_S, default 180 s) -> metrics.json (val/test loss, acc, unigram)
-#   2. speak: 30 held-out test sentences, IST on flite:rms (LINA_IST_STEPS=200), its 30 ist_test sentences
-#      untuned/tuned -> speech.json + speech.npz + voice.safetensors
-#   3. throughput GLA recurrent vs softmax KV cache, 500..8000 frames, the trained size, random weights
+# Lina-Speech on one GPU (issue 24), within one 10-minute device call. Run from the repo root (branch h-lina merged):
+#   bash scripts/gpu/lina.sh            ($OUT must be set)
+# Carry: data/lina_speech/tokens-7eeed77e (~25 MB: the large embedded corpus, 4,000 sentences x 6 training voices
+# + the held-out voices' 300, encoded by the default codec codec-92b9d215; built here by
+# `python -m apps.lina_speech.embedded n_sentences=4000 n_heldout_sentences=300`). No audio stack is needed there:
+# the GPU trains on the token table, generates codes and tunes a voice; the codes come back and
+# scripts/gpu/lina_judge.sh decodes and judges them here.
+# Phases, under one deadline (LINA_TOTAL_S, default 570 s, so that packing always happens inside the call):
+#   1. train GLA, experiment=lina_speech_gpu (d512, 4 heads, 4+4 GLA blocks, 40M params, bf16, Triton gla; 3 epochs),
+#      capped by trainer.max_time (LINA_TRAIN_S, default 360 s) -> metrics.json (val/test loss, acc, unigram)
+#   2. speak (~115 s on an H100): 30 held-out test sentences, IST on flite:rms (LINA_IST_STEPS=200), its 30
+#      ist_test sentences untuned/tuned -> speech.json + speech.npz + voice.safetensors
+#   3. optional (LINA_THROUGHPUT_S > 0, measured in session 12): throughput GLA recurrent vs softmax KV cache
 #   4. optional (LINA_TRANSFORMER_S > 0): the softmax baseline trained for that many seconds, same recipe
 # Back: $OUT/lina/summary.json (compact) and $OUT/lina/lina.tar.gz (everything small; no checkpoints): 2 files.
 # CPU check: TINY=1 OUT=/tmp/x PY=.venv/bin/python bash scripts/gpu/lina.sh
@@ -17,9 +19,10 @@ set -u
 export PYTHONUNBUFFERED=1
 : "${OUT:?set OUT}"
 PY=${PY:-python3}
-TOK=${LINA_TOKENS:-data/lina_speech/tokens-4a6a0c52}
-TRAIN_S=${LINA_TRAIN_S:-180}
+TOK=${LINA_TOKENS:-data/lina_speech/tokens-7eeed77e}
+TRAIN_S=${LINA_TRAIN_S:-360}
 IST_STEPS=${LINA_IST_STEPS:-200}
+THROUGHPUT_S=${LINA_THROUGHPUT_S:-0}
 TRANSFORMER_S=${LINA_TRANSFORMER_S:-0}
 W=$(mktemp -d /tmp/lina.XXXXXX)
 R=$OUT/lina
@@ -36,13 +39,18 @@ else
   DEV=cuda; SENT=30; LENGTHS="500 1000 2000 4000 8000"; SIZES="--dim 512 --heads 4 --layers 4"
   COMMON+=(trainer=gpu)
 fi
+END=$(($(date +%s) + ${LINA_TOTAL_S:-570} * SLOW))
+budget() {  # seconds a phase may take: $1 wanted, $2 kept for the phases after it (at least 10 s)
+  local left=$((END - $(date +%s) - $2))
+  echo $(($1 < left ? $1 : (left > 10 ? left : 10)))
+}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$W/res/gpu.txt" 2>/dev/null
 
-train() {  # $1 name, $2 seconds, rest: overrides
-  local name=$1 secs=$2; shift 2
+train() {  # $1 name, $2 seconds, $3 seconds kept for what follows, rest: overrides
+  local name=$1 secs=$2 keep=$3; shift 3
   local hms; hms=$(printf '00:00:%02d:%02d' $((secs / 60)) $((secs % 60)))
-  timeout $(((secs + 90) * SLOW)) "$PY" -m common.pipeline.train "${COMMON[@]}" "+trainer.max_time=$hms" "$@" \
-    > "$W/res/train_$name.log" 2>&1
+  timeout "$(budget $(((secs + 90) * SLOW)) $((keep * SLOW)))" "$PY" -m common.pipeline.train "${COMMON[@]}" \
+    "+trainer.max_time=$hms" "$@" > "$W/res/train_$name.log" 2>&1
   echo "train $name: rc $?"
   local run; run=$(readlink -f "$W/runs/lina_speech/latest")
   cp "$run/metrics.json" "$W/res/metrics_$name.json" 2>/dev/null
@@ -51,15 +59,18 @@ train() {  # $1 name, $2 seconds, rest: overrides
   CKPT=$run/checkpoints/best.ckpt
 }
 
-train gla "$TRAIN_S"
-timeout $((150 * SLOW)) "$PY" -m apps.lina_speech.speak --ckpt "$CKPT" --tokens "$TOK" --out "$W/res/speech" --device $DEV \
-  --sentences $SENT --ist-steps "$IST_STEPS" --voice "${LINA_VOICE:-flite:rms}" > "$W/res/speak.log" 2>&1
+train gla "$TRAIN_S" 160  # 160 s kept: speak (113 s on the H100 in session 12) and packing
+timeout "$(budget $((150 * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.speak --ckpt "$CKPT" --tokens "$TOK" \
+  --out "$W/res/speech" --device $DEV --sentences $SENT --ist-steps "$IST_STEPS" --voice "${LINA_VOICE:-flite:rms}" \
+  > "$W/res/speak.log" 2>&1
 echo "speak: rc $?"
-# shellcheck disable=SC2086
-timeout $((120 * SLOW)) "$PY" -m apps.lina_speech.throughput --device $DEV $SIZES --lengths $LENGTHS \
-  --out "$W/res/throughput.json" > "$W/res/throughput.log" 2>&1
-echo "throughput: rc $?"
-if [ "$TRANSFORMER_S" -gt 0 ]; then train transformer "$TRANSFORMER_S" model.arch=transformer; fi
+if [ "$THROUGHPUT_S" -gt 0 ]; then
+  # shellcheck disable=SC2086
+  timeout "$(budget $((THROUGHPUT_S * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.throughput --device $DEV \
+    $SIZES --lengths $LENGTHS --out "$W/res/throughput.json" > "$W/res/throughput.log" 2>&1
+  echo "throughput: rc $?"
+fi
+if [ "$TRANSFORMER_S" -gt 0 ]; then train transformer "$TRANSFORMER_S" 10 model.arch=transformer; fi
 
 "$PY" - "$W/res" "$R/summary.json" <<'EOF'
 import json, sys

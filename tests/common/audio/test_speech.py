@@ -60,3 +60,16 @@ def test_missing_or_malformed_corpus_names_the_card(tmp_path):
     (tmp_path / "manifest.csv").write_text("id,voice\nx,y\n")
     with pytest.raises(DatasetError, match="manifest columns"):
         read_manifest(tmp_path)
+
+
+def test_held_out_voices_can_read_only_the_first_sentences(tmp_path):
+    """n_heldout_sentences: the held-out voice reads the first sentences of the order (test, val, then train), so a
+    larger corpus keeps a smaller one's held-out-voice utterances (the order is a prefix: see the module)."""
+    voices, heldout = ("espeak:en-us+f5",), ("espeak:en-us+f2",)  # espeak-ng: milliseconds an utterance
+    corpus = build_speech_corpus(tmp_path, voices, heldout, 6, n_val=1, n_test=1, workers=1, n_heldout_sentences=3)
+    utterances = read_manifest(corpus)
+    train = [u for u in utterances if u.voice in voices]
+    held = [u for u in utterances if u.voice in heldout]
+    assert [u.split for u in train] == ["test", "val", "train", "train", "train", "train"]
+    assert [(u.sentence_id, "ist_" + u.split) for u in train[:3]] == [(u.sentence_id, u.split) for u in held]
+    assert read_corpus_info(corpus)["n_heldout_sentences"] == 3

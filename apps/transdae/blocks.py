@@ -11,6 +11,8 @@
   receptive field at the cost of small kernels), used as a gate on the fused features.
 - `CrossAttentionSkip`: DAE-Former's skip fusion: efficient cross-attention (the core's `cross_efficient`) between
   the skip and the upsampled decoder features, added to their concatenation, a Mix-FFN, a linear back to C.
+- `FullResolutionSkip` (not in the papers; `model.full_res_skip`): convolutions on the image at full resolution,
+  fused with the last expanded map, for structures thinner than the first stage's tokens.
 """
 
 from __future__ import annotations
@@ -154,3 +156,18 @@ class CrossAttentionSkip(nn.Module):
         x = torch.cat([decoder, skip], dim=-1) + attended
         x = x + self.mlp(self.mlp_norm(x), hw)
         return self.reduce(x)
+
+
+class FullResolutionSkip(nn.Module):
+    """The input's own pixels as the last skip: two 3x3 convolutions on the image at full resolution, concatenated
+    with the decoder's final expanded map and fused by a 3x3 convolution (no normalisation: intensity is the cue)."""
+
+    def __init__(self, in_chans: int, dim: int):
+        super().__init__()
+        self.encode = nn.Sequential(
+            nn.Conv2d(in_chans, dim, 3, padding=1), nn.GELU(), nn.Conv2d(dim, dim, 3, padding=1), nn.GELU()
+        )
+        self.fuse = nn.Sequential(nn.Conv2d(2 * dim, dim, 3, padding=1), nn.GELU())
+
+    def forward(self, image: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([decoded, self.encode(image)], 1))

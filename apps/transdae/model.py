@@ -2,13 +2,15 @@
 medical image segmentation, on DAE-Former's code (Azad R. et al., arXiv 2212.13504) as the concrete reference,
 and the baseline it is compared with (MONAI's UNet), chosen by `arch`.
 
-Encoder (MiT): stage i embeds with an overlapping strided convolution (7x7 stride 4, then 3x3 stride 2) and runs
+Encoder (MiT): stage i embeds with an overlapping strided convolution (7x7 stride 4, or 3x3 stride 2 with
+`stem_stride=2`; then 3x3 stride 2) and runs
 `depths[i]` dual transformer blocks (XCiT channel attention + efficient spatial attention, Mix-FFN with skip).
 Skips: each encoder level but the coarsest passes the Inter-Scale Interaction Module (its neighbouring scales,
 decomposed large-kernel gate). Decoder: the coarsest map is patch-expanded (x2); at each finer level the
 upsampled decoder tokens are projected to the level's width and fused with the skip by efficient cross-attention,
-refined by `decoder_depth` dual blocks and expanded again; the finest level expands x4 to the input grid, and a
-1x1 convolution gives the class logits.
+refined by `decoder_depth` dual blocks and expanded again; the finest level expands x4 (x `stem_stride`) to the
+input grid and, with `full_res_skip`, is fused with a full-resolution convolutional path on the image; a 1x1
+convolution gives the class logits.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from apps.transdae.blocks import (
     CrossAttentionSkip,
     DualTransformerBlock,
+    FullResolutionSkip,
     InterScaleInteraction,
     OverlapPatchEmbed,
     PatchExpand,
@@ -52,7 +55,7 @@ class SegmenterIO:
 
 class TransDAE(SegmenterIO, nn.Module):
     """Args:
-    in_chans, num_classes, img_size: the data's (img_size divisible by 4 * 2^(stages - 1)).
+    in_chans, num_classes, img_size: the data's (img_size divisible by stem_stride * 2^(stages - 1)).
     dims: widths of the encoder stages (the paper: 64, 128, 320, 512).
     depths: dual blocks per encoder stage (the paper: 2 each).
     decoder_depth: dual blocks per decoder level (the paper: 2).
@@ -64,6 +67,10 @@ class TransDAE(SegmenterIO, nn.Module):
     isim: the Inter-Scale Interaction Module on the skips (false: DAE-Former's plain skips, the ablation).
     stem_norm: MiT's LayerNorm after the first patch embedding (false: the raw intensities stay in the tokens,
         where intensity is the tissue's cue; see `OverlapPatchEmbed`).
+    stem_stride: the first embedding's stride (MiT: 4, kernel 7; 2 gives a 3x3 kernel; 1 a 1x1), and so the final
+        expansion's factor.
+    full_res_skip: fuse the final expanded map with a full-resolution path on the image (`FullResolutionSkip`)
+        before the head (DAE-Former: the expanded map alone).
     """
 
     arch = "transdae"
@@ -83,12 +90,15 @@ class TransDAE(SegmenterIO, nn.Module):
         spatial_attention: str = "efficient",
         isim: bool = True,
         stem_norm: bool = True,
+        stem_stride: int = 4,
+        full_res_skip: bool = False,
     ):
         super().__init__()
         dims, depths = list(dims), list(depths)
         if len(dims) != len(depths) or len(dims) < 2:
             raise ConfigError("depths", depths, f"one depth per stage of dims={dims} (at least 2 stages)")
-        stride = 4 * 2 ** (len(dims) - 1)
+        check_choice("stem_stride", stem_stride, (1, 2, 4))
+        stride = stem_stride * 2 ** (len(dims) - 1)
         if img_size % stride:
             raise ConfigError("img_size", img_size, f"a multiple of {stride} (the coarsest stage's stride)")
         check_range("decoder_depth", decoder_depth, 0)
@@ -100,10 +110,10 @@ class TransDAE(SegmenterIO, nn.Module):
                 DualTransformerBlock(dim, heads, channel_heads, mlp_ratio, spatial_attention) for _ in range(n)
             )
 
-        widths = [in_chans, *dims[:-1]]
+        widths, strides = [in_chans, *dims[:-1]], [stem_stride] + [2] * (len(dims) - 1)
         self.embeds = nn.ModuleList(
-            OverlapPatchEmbed(w, d, 7 if i == 0 else 3, 4 if i == 0 else 2, norm=stem_norm or i > 0)
-            for i, (w, d) in enumerate(zip(widths, dims))
+            OverlapPatchEmbed(w, d, 2 * s - 1, s, norm=stem_norm or i > 0)  # kernels 7 (stride 4) and 3 (stride 2)
+            for i, (w, d, s) in enumerate(zip(widths, dims, strides))
         )
         self.encoder = nn.ModuleList(blocks(d, n) for d, n in zip(dims, depths))
         self.encoder_norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
@@ -114,13 +124,15 @@ class TransDAE(SegmenterIO, nn.Module):
         self.skips = nn.ModuleList(CrossAttentionSkip(dims[i], heads) for i in levels)
         self.decoder = nn.ModuleList(blocks(dims[i], decoder_depth) for i in levels)
         self.expands = nn.ModuleList(
-            PatchExpand(dims[i], dims[i] if i == 0 else dims[i] // 2, scale=4 if i == 0 else 2) for i in levels
+            PatchExpand(dims[i], dims[i] if i == 0 else dims[i] // 2, scale=strides[i]) for i in levels
         )
+        self.full_res = FullResolutionSkip(in_chans, dims[0]) if full_res_skip else None
         self.head = nn.Conv2d(dims[0], num_classes, 1)
         self.apply(_init)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[B, C_in, H, W] -> the stages' maps [B, dims[i], H / (4 * 2^i), W / (4 * 2^i)], finest first."""
+        """[B, C_in, H, W] -> the stages' maps [B, dims[i], H / (s * 2^i), W / (s * 2^i)] (s: stem_stride), finest
+        first."""
         maps = []
         for embed, stage, norm in zip(self.embeds, self.encoder, self.encoder_norms):
             x, hw = embed(x)
@@ -142,7 +154,8 @@ class TransDAE(SegmenterIO, nn.Module):
             for block in self.decoder[i]:
                 x = block(x, hw)
             x, hw = self.expands[i](x, hw)
-        return self.head(to_map(x, hw))
+        x = to_map(x, hw)
+        return self.head(self.full_res(image, x) if self.full_res is not None else x)
 
 
 def _init(module: nn.Module) -> None:

@@ -27,18 +27,21 @@ def test_learns_tissue_classes(tmp_path):
     dm = TransDAEDataModule(data_dir=str(tmp_path), img_size=32, batch_size=8, augment=False)
     dm.prepare_data()
     dm.setup("fit")
-    model = create("transdae", **dm.model_kwargs(), dims=(8, 16, 32), depths=(1, 1, 1), channel_heads=4)
+    model = create(
+        "transdae", **dm.model_kwargs(), dims=(8, 16, 32), depths=(1, 1, 1), channel_heads=4, full_res_skip=True
+    )  # the default's full-resolution skip: it halves the steps this test needs
     module = TransDAEModule(
         model,
         optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=1e-4),  # the default's optimiser
         scheduler=lambda opt, total_steps: PolyLR(opt, total_steps),
     )
-    trainer = _trainer(max_epochs=20, limit_val_batches=0)  # 200 steps
+    trainer = _trainer(max_epochs=10, limit_val_batches=0)  # 100 steps
     trainer.fit(module, datamodule=dm)
     test = trainer.test(module, datamodule=dm, verbose=False)[0]
     print({k: round(v, 3) for k, v in test.items()})
-    # measured (seed 0): grey matter 0.630, white matter 0.427, CSF 0.037, mean 0.365
+    # measured (seed 0, one thread): grey matter 0.837, white matter 0.692, CSF 0.0, mean 0.510
     assert test["test/dice_grey_matter"] > 0.5, test  # trivial 0.33
+    assert test["test/dice_white_matter"] > 0.5, test  # trivial 2w / (1 + w) = 0.21 (w = 0.12)
     assert test["test/dice"] > 1 / 3, test  # above any constant prediction
 
 

@@ -18,12 +18,16 @@ def _params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_shapes_and_every_parameter_gets_a_gradient():
+@pytest.mark.parametrize(
+    "variant, sides",
+    [({}, (8, 4, 2)), ({"stem_stride": 2, "full_res_skip": True}, (16, 8, 4))],  # strides 4, 8, 16 | 2, 4, 8
+)
+def test_shapes_and_every_parameter_gets_a_gradient(variant, sides):
     torch.manual_seed(0)
-    model = create("transdae", **SMALL)
+    model = create("transdae", **SMALL, **variant)
     x = torch.randn(2, 1, 32, 32)
     maps = model.encode(x)
-    assert [tuple(m.shape) for m in maps] == [(2, 8, 8, 8), (2, 16, 4, 4), (2, 32, 2, 2)]  # strides 4, 8, 16
+    assert [tuple(m.shape) for m in maps] == [(2, d, s, s) for d, s in zip(SMALL["dims"], sides)]
     y = model(x)
     assert y.shape == (2, 4, 32, 32) and torch.isfinite(y).all()
     (y * torch.randn_like(y)).sum().backward()
@@ -100,6 +104,10 @@ def test_other_spatial_mixer_and_unet_baseline():
 def test_errors():
     with pytest.raises(ConfigError, match="img_size"):
         TransDAE(img_size=40, dims=(8, 16, 32), depths=(1, 1, 1), channel_heads=4)  # not a multiple of 16
+    with pytest.raises(ConfigError, match="img_size"):
+        TransDAE(img_size=36, dims=(8, 16, 32), depths=(1, 1, 1), channel_heads=4, stem_stride=2)  # nor of 8
+    with pytest.raises(ConfigError, match="stem_stride"):
+        TransDAE(dims=(8, 16), depths=(1, 1), channel_heads=4, stem_stride=3)
     with pytest.raises(ConfigError, match="depths"):
         TransDAE(dims=(8, 16), depths=(1,), channel_heads=4)
     with pytest.raises(ConfigError, match="arch"):

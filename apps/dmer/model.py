@@ -16,8 +16,9 @@ Changes from the official code, and why:
   logits with the band mask through the attention core's `bias`; BERT's `relative_key` adds q . r(i - j),
   which needs the queries inside the core.
 - With `chroma` (the default), each step also reads its window's 12 CQT chroma bins through `KeyProfiles`, a
-  learned, key-invariant key finder: the paper's front end is the log-mel alone, from which no linear map and
-  hardly an MLP reads the mode, which the valence of Western music follows (README, Results).
+  learned, key-invariant key finder, standardised (BatchNorm) before fusion: the paper's front end is the
+  log-mel alone, from which no linear map and hardly an MLP reads the mode, which the valence of Western music
+  follows (README, Results).
 - Widths are CPU-sized by default (hidden 128, 2 layers); configs/experiment/dmer_deam.yaml sets the paper's.
 """
 

@@ -21,7 +21,7 @@ from apps.dmer.maml import Params, adapt, call, meta_loss
 from apps.dmer.scores import DIMENSIONS, ccc, diagonal_attention_loss, piece_scores, score_loss
 from common.data.distributed import SplitRows, all_gather_rows
 from common.errors import check_range
-from common.utils.modes import eval_mode, train_mode
+from common.utils.modes import eval_mode
 from common.utils.schedulers import with_scheduler
 
 
@@ -135,9 +135,10 @@ class DMERModule(L.LightningModule):
 
     # ---- personalisation ------------------------------------------------------------------------------------
     def adapted_params(self, support: tuple) -> Params:
-        """The parameters adapted to one annotator's support batch (training-mode steps, as meta-training)."""
+        """The parameters adapted to one annotator's support batch, in eval mode: BatchNorm keeps the training
+        set's statistics (one piece's batch statistics rescale its key features: adapting then hurt, README)."""
         # Lightning tests under inference mode, whose tensors take no gradient: step out of it for the inner loop.
-        with torch.inference_mode(False), torch.enable_grad(), train_mode(self.model):
+        with torch.inference_mode(False), torch.enable_grad(), eval_mode(self.model):
             params = {k: p.detach().clone() for k, p in self.model.named_parameters()}
             support = tuple(t.clone() for t in support)
             adapted = adapt(self.model, params, self._functional_loss, support, self.adapt_steps, self.inner_lr, True)

@@ -27,7 +27,7 @@ from apps.dmer.scores import diagonal_attention_loss, score_loss
 from common.audio.features import chroma, log_mel, rms_db
 from common.audio.io import load_audio
 from common.errors import InputError
-from common.utils.modes import eval_mode, train_mode
+from common.utils.modes import eval_mode
 
 FORMATS = (".wav", ".mp3", ".flac", ".ogg")
 WINDOW_SECONDS, STEP_RATE = 5.0, 2.0
@@ -116,7 +116,7 @@ def personalise(model, csv_path: Path) -> dict[str, torch.Tensor]:
         return score_loss(pred, batch[2]) + (0 if local_w is None else diagonal_attention_loss(local_w, global_w))
 
     params = {k: p.detach() for k, p in model.named_parameters()}
-    with torch.enable_grad(), train_mode(model):
+    with torch.enable_grad(), eval_mode(model):  # the training set's BatchNorm statistics, as the test's
         adapted = adapt_params(model, params, loss, support, ADAPT_STEPS, ADAPT_LR, first_order=True)
     return {k: p.detach() for k, p in adapted.items()}
 

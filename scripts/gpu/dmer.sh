@@ -7,7 +7,7 @@
 # Make it here (the set built by `make train app=dmer`):
 #   bash scripts/gpu/dmer.sh pack
 # Phases (each under its own timeout):
-#   1. the default config (40 epochs), DSAML and the plain BiLSTM side by side in one multirun; each test scores
+#   1. the default config (20 epochs), DSAML and the plain BiLSTM side by side in one multirun; each test scores
 #      per-piece and pooled CCC, the per-step mean predictor and one-piece personalisation of the 6 held-out
 #      annotators (general vs adapted RMSE/CCC and their spread);
 #   2. with the seconds left (at least 40): PDMER, module.maml=true first_order=true, capped by trainer.max_time.

@@ -60,3 +60,27 @@ def test_meta_gradient_matches_autograd_second_and_first_order():
     second = _manual_meta_grad(model, tasks, 3, 0.2, False)
     first = _manual_meta_grad(model, tasks, 3, 0.2, True)
     assert any(not torch.allclose(a, b, atol=1e-5) for a, b in zip(second, first))  # the Hessian terms matter here
+
+
+def test_personalisation_steps_descend_the_eval_mode_loss():
+    """The test's adaptation runs in eval mode: one inner step is exactly one gradient step of the loss the adapted
+    model is scored under (BatchNorm on the training set's statistics, no dropout), not of one piece's batch
+    statistics, which rescale its key features."""
+    from functools import partial
+
+    from apps.dmer.model import DSAML
+    from apps.dmer.module import DMERModule
+
+    torch.manual_seed(0)
+    model = DSAML(chroma=True, n_mels=16, window_frames=9, clip_frames=12, steps=12, dim=16, num_heads=2,
+                  ffn_dim=16, lstm_hidden=8, head_hidden=8, clip_channels=8, local_width=2, global_width=5)  # fmt: skip
+    windows, clip = model.example_inputs()
+    model(windows * 1.5, clip)  # train mode: running statistics away from their start
+    module = DMERModule(model, optimizer=partial(torch.optim.Adam), adapt_steps=1, inner_lr=0.1)
+    support = (windows[:1], clip[:1], torch.rand(1, 12, 2) * 2 - 1)
+    adapted = module.adapted_params(support)
+    model.eval()
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(module.loss(model, None, support), list(params.values()))
+    for (name, p), g in zip(params.items(), grads):
+        assert torch.allclose(adapted[name], p - 0.1 * g, atol=1e-5), name

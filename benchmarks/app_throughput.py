@@ -5,11 +5,12 @@ official code when its folder is given) with timm's DeiT-Tiny and ResNet-50 for 
 
 Each row: full training steps (bf16 autocast forward, backward, AdamW step) on random 224 px images and labels,
 `--warmup` untimed steps (compilation included) then `--steps` timed ones between two synchronisations; images/s,
-peak memory (`torch.cuda.max_memory_allocated` over the timed steps and warm-up) and parameters. Modes: `eager`,
-`compiled` (`torch.compile(model)`), `graphed` (the whole step, optimizer included, captured once as one CUDA
-graph and replayed: no Python, autograd engine or kernel launches left on the host) and `compiled-graphed`
-(both). The official code is imported from its own folder (never part of this repository); its unused `fairscale`
-import is satisfied by an empty module. Writes benchmarks/results/<card>/app_throughput.{json,md} (or --out).
+peak memory (`torch.cuda.max_memory_allocated` over the timed steps and warm-up), parameters and the last step's
+loss. Modes: `eager`, `compiled` (`torch.compile(model)`), `reduce-overhead` (inductor's CUDA graphs of forward and
+backward), `graphed` (the whole step, optimizer included, captured once as one CUDA graph and replayed: no Python,
+autograd engine or kernel launches left on the host) and `compiled-graphed` (both). The official code is
+imported from its own folder (never part of this repository); its unused `fairscale` import is satisfied by an
+empty module. Writes benchmarks/results/<card>/app_throughput.{json,md} (or --out).
 """
 
 from __future__ import annotations

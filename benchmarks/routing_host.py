@@ -64,17 +64,13 @@ def main() -> dict | None:
     def forward_backward():
         forward_grad_mode().backward(do)
 
-    def forward_backward_dispatcher():  # the kernels through the custom ops, as compiled code calls them
+    def forward_backward_kernels(dispatcher: bool):
+        """True: the kernels through the custom ops, as compiled code calls them; False: the eager path, which
+        calls the same functions directly."""
         for t in leaves:
             t.grad = None
         route = route_regions(*leaves[:2], n_win, topk, scale, fp32=True)
-        fused.routed_attention(*leaves, route, heads, n_win, scale, dispatcher=True)[0].backward(do)
-
-    def forward_backward_direct():  # the same, the eager path (the kernels' functions without the dispatcher)
-        for t in leaves:
-            t.grad = None
-        route = route_regions(*leaves[:2], n_win, topk, scale, fp32=True)
-        fused.routed_attention(*leaves, route, heads, n_win, scale)[0].backward(do)
+        fused.routed_attention(*leaves, route, heads, n_win, scale, dispatcher=dispatcher)[0].backward(do)
 
     rows = {
         "resolve_impl": host_us(lambda: resolve_impl("routing_bilevel", "auto", q, k, v)),
@@ -86,8 +82,8 @@ def main() -> dict | None:
         rows["forward, no_grad"] = host_us(lambda: bilevel_routing_attention(q, k, v, heads, n_win, topk))
     rows["forward, grad mode"] = host_us(forward_grad_mode)
     rows["forward+backward"] = host_us(forward_backward)
-    rows["forward+backward, kernels through the custom ops"] = host_us(forward_backward_dispatcher)
-    rows["forward+backward, kernels called directly"] = host_us(forward_backward_direct)
+    rows["forward+backward, kernels through the custom ops"] = host_us(lambda: forward_backward_kernels(True))
+    rows["forward+backward, kernels called directly"] = host_us(lambda: forward_backward_kernels(False))
     print(json.dumps({"device": torch.cuda.get_device_name(), "stage": "stage1", "batch": BATCH, "host_us": rows}))
     return rows
 

@@ -16,9 +16,9 @@ class LengthBuckets(Sampler[int]):
     Under DDP Lightning deals a custom sampler out strided (`DistributedSamplerWrapper`, no shuffle): rank r
     takes every world_size-th index, so each rank's batch is one unit's share, of similar lengths too. The
     order must be the same on every rank: it depends only on `seed` and the epoch. Lightning calls `set_epoch`
-    on the sampler of a single-process run, so a resumed run draws the uninterrupted run's orders (the house rule,
-    common/pipeline/callbacks.py); the wrapper does not pass it on under DDP, where the sampler counts its own
-    epochs (a resumed DDP run starts that count again).
+    every epoch (under DDP the pinned lightning 2.6.6's wrapper passes it on), so a resumed run draws the
+    uninterrupted run's orders (the house rule, common/pipeline/callbacks.py); iterated outside Lightning, the
+    sampler counts its own epochs.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, world_size: int = 1, window: int = 16, seed: int = 0):

@@ -5,10 +5,10 @@
 # wheel's MNI152 and /usr/share/mricron/templates (Colin27, the macaque), which the prelude copies there.
 # Phases (each under its own timeout), all under trainer=gpu's bf16-mixed (the warp and LNCC now run in fp32
 # inside it; set PREC=32 to force fp32 everywhere):
-#   1. the default config, NestedMorph, training capped at T seconds (+trainer.max_time), 200 fresh pairs an epoch;
-#   2. the same for MONAI's VoxelMorph (model.arch=voxelmorph): equal training time, same data, loss and metrics;
-#      every run also logs the identity (no registration) as *_identity;
-#   3. with the seconds left (at least 40): experiment=nestedmorph_paper (64^3, dims 48..384), capped likewise.
+#   1. the default config, NestedMorph, training capped at T seconds (+trainer.max_time), 200 fresh pairs an epoch,
+#      and beside it, as a second process on the same GPU, MONAI's VoxelMorph (model.arch=voxelmorph): equal training
+#      time, same data, loss and metrics; every run also logs the identity (no registration) as *_identity;
+#   2. with the seconds left (at least 40): experiment=nestedmorph_paper (64^3, dims 48..384), capped likewise.
 # Back: $OUT/nestedmorph/summary.json (compact, also printed: test Dice / SSIM / HD95 / SDlogJ / folding, synthetic
 # and real pairs, identity, pairs/s, steps) and each run's metrics.json.
 # CPU check: TINY=1 OUT=/tmp/x PY=.venv/bin/python bash scripts/gpu/nestedmorph.sh
@@ -19,7 +19,7 @@ PY=${PY:-python3}
 W=$(mktemp -d /tmp/nestedmorph.XXXXXX)
 R=$OUT/nestedmorph
 mkdir -p "$R"
-COMMON=(app=nestedmorph "paths.data_dir=$W/data" "paths.runs_dir=$W/runs" callbacks.progress_bar=null max_epochs=100)
+COMMON=(app=nestedmorph "paths.data_dir=$W/data" callbacks.progress_bar=null max_epochs=100)
 PAPER=(experiment=nestedmorph_paper)
 if [ "${TINY:-0}" = 1 ]; then
   COMMON+=(trainer=cpu data.train_pairs=4 data.val_pairs=1 data.test_pairs=1 model.dims=[8,16,32,64]
@@ -27,21 +27,26 @@ if [ "${TINY:-0}" = 1 ]; then
   PAPER+=(data.batch_size=1)
   BUDGET=1800; T=20; PAD=600  # a loaded CPU: start-up, the cube build and the test pairs take minutes
 else
-  COMMON+=(trainer=gpu data.num_workers=4 data.train_pairs=200)
+  COMMON+=(trainer=gpu data.num_workers=${WORKERS:-4} data.train_pairs=200)
   [ "${PREC:-}" = 32 ] && COMMON+=(trainer.precision=32)
-  BUDGET=330; T=55; PAD=60
+  BUDGET=${BUDGET:-330}; T=${T:-55}; PAD=60
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader > "$R/gpu.txt" 2>/dev/null
 hms() { printf '00:00:%02d:%02d' $(($1 / 60)) $(($1 % 60)); }
 
-for arch in nestedmorph voxelmorph; do
-  timeout $((T + PAD)) "$PY" -m common.pipeline.train "${COMMON[@]}" model.arch=$arch "+trainer.max_time=$(hms $T)" \
-    > "$R/train_$arch.log" 2>&1
-  echo "phase $arch (default, ${T}s of training): rc $? after ${SECONDS}s"
+RUNS=("nestedmorph model.arch=nestedmorph" "voxelmorph model.arch=voxelmorph")
+# FP32=1: a third process, NestedMorph in fp32 (trainer.precision=32), to tell bf16's share of the GPU's lead per step
+[ "${FP32:-0}" = 1 ] && RUNS+=("nestedmorph_fp32 model.arch=nestedmorph ++trainer.precision=32")
+for run in "${RUNS[@]}"; do
+  read -r name overrides <<< "$run"
+  timeout $((T + PAD)) "$PY" -m common.pipeline.train "${COMMON[@]}" $overrides "+trainer.max_time=$(hms $T)" "paths.runs_dir=$W/runs/$name" \
+    > "$R/train_$name.log" 2>&1 &
 done
+wait
+echo "phase 1 (default, ${#RUNS[@]} runs side by side, ${T}s of training each): done after ${SECONDS}s"
 LEFT=$((BUDGET - SECONDS - 95))  # the 64^3 test phase takes ~60-90 s
 if [ "$LEFT" -ge 40 ]; then
-  timeout $((LEFT + 95)) "$PY" -m common.pipeline.train "${COMMON[@]}" "${PAPER[@]}" "+trainer.max_time=$(hms $LEFT)" \
+  timeout $((LEFT + 95)) "$PY" -m common.pipeline.train "${COMMON[@]}" "${PAPER[@]}" "+trainer.max_time=$(hms $LEFT)" "paths.runs_dir=$W/runs/paper" \
     > "$R/train_paper.log" 2>&1
   echo "phase paper (64^3, ${LEFT}s of training): rc $? after ${SECONDS}s"
 fi
@@ -54,8 +59,7 @@ summary = {}
 keys = ("dice", "ssim", "hd95", "sdlogj", "folding")
 for path in sorted(runs.rglob("metrics.json")):
     m = json.loads(path.read_text())
-    text = (path.parent / "config.yaml").read_text() if (path.parent / "config.yaml").is_file() else ""
-    name = ("voxelmorph" if "arch: voxelmorph" in text else "nestedmorph") + ("_64" if "size: 64" in text else "_32")
+    name = path.relative_to(runs).parts[0]  # nestedmorph | voxelmorph | nestedmorph_fp32 (32^3) | paper (64^3)
     keep = {k: m.get(k) for k in ("device", "epochs", "steps", "train_seconds", "train_samples_per_s", "monitor")}
     test = m.get("test") or {}
     for suffix in ("", "_real"):

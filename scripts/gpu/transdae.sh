@@ -27,8 +27,8 @@ if [ "${TINY:-0}" = 1 ]; then
   T1=1200
   CAP=00:00:20:00
 else
-  COMMON+=(trainer=gpu data.num_workers=5)
-  BUDGET=190
+  COMMON+=(trainer=gpu data.num_workers=${WORKERS:-5})
+  BUDGET=${BUDGET:-190}  # BUDGET=540 when run beside nestedmorph.sh in one call (scripts/gpu/medical.sh)
   T1=150
   CAP=00:00:01:50
 fi

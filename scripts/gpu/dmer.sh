@@ -36,7 +36,7 @@ if [ "${TINY:-0}" = 1 ]; then
   P1=1200; BUDGET=1500  # a loaded CPU
 else
   COMMON+=(trainer=gpu)
-  P1=${P1:-150}; BUDGET=${BUDGET:-190}  # P1=240 BUDGET=480 beside medical.sh (scripts/gpu/device14.sh)
+  P1=${P1:-150}; BUDGET=${BUDGET:-190}  # P1=240 BUDGET=480 beside medical.sh (scripts/gpu/medical_and_dmer.sh)
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader > "$R/gpu.txt" 2>/dev/null
 

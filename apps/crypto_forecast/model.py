@@ -152,6 +152,8 @@ class CryptoForecaster(nn.Module):
         window: [N, lookback, num_features] raw values (USD prices, volume, indicators). Output [N] USD.
     """
 
+    TRAINING_METHOD = "forward_scaled"  # what compile=true compiles besides forward (the module trains through it)
+
     def __init__(
         self,
         arch: str = "performer_bilstm",

@@ -139,6 +139,8 @@ class AdaptiveFusion(nn.Module):
 
 
 class Stockformer(nn.Module):
+    TRAINING_METHOD = "forward_all"  # what compile=true compiles besides forward (the module trains through it)
+
     def __init__(
         self,
         num_stocks: int,

@@ -53,6 +53,8 @@ class DINODetector(nn.Module):
     forward_train(images, masks, targets) -> the criterion's dict (see common/detection/criterion.py).
     """
 
+    TRAINING_METHOD = "forward_train"  # what compile=true compiles besides forward (the module trains through it)
+
     def __init__(
         self,
         num_classes: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.errors import ConfigError
@@ -31,13 +32,18 @@ COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune")
 
 def compile_model(model, mode) -> None:
     """The `compile` switch: torch.compile `model`'s forward in place (nn.Module.compile keeps its state_dict keys,
-    so checkpoints and exports are those of the plain model)."""
+    so checkpoints and exports are those of the plain model), and the method its module trains through where that
+    is not the forward: a model names it in `TRAINING_METHOD` (a detector's `forward_train`), else training would
+    stay eager under the switch."""
     if mode not in COMPILE_MODES:
         raise ConfigError(
             "compile", mode, "true, false or a torch.compile mode: default, reduce-overhead, max-autotune"
         )
     if mode:
-        model.compile(mode=None if mode is True else mode)
+        options = {"mode": None if mode is True else mode}
+        model.compile(**options)
+        if name := getattr(model, "TRAINING_METHOD", None):
+            setattr(model, name, torch.compile(getattr(model, name), **options))  # an instance attribute only
 
 
 def build_module(cfg: DictConfig, model):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import pytest
 import torch
 
@@ -26,3 +29,42 @@ def test_compile_is_off_by_default_and_bad_modes_are_named():
     assert model._compiled_call_impl is None
     with pytest.raises(ConfigError, match="compile"):
         compile_model(model, "fastest")
+
+
+class _TrainsThroughAnotherMethod(torch.nn.Module):
+    TRAINING_METHOD = "forward_train"
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.linear(x)
+
+    def forward_train(self, x):
+        return self.linear(x).sum()
+
+
+def test_compile_reaches_the_method_training_goes_through():
+    model = _TrainsThroughAnotherMethod()
+    keys = list(model.state_dict())
+    compile_model(model, True)
+    assert model._compiled_call_impl is not None
+    assert getattr(model.forward_train, "_torchdynamo_orig_callable", None) is not None  # torch.compile's wrapper
+    assert list(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize(
+    "model_class, module_class",
+    [
+        ("common.detection.detector:DINODetector", "common.detection.module:DetectionModule"),
+        ("apps.stockformer.model:Stockformer", "apps.stockformer.module:StockformerModule"),
+        ("apps.crypto_forecast.model:CryptoForecaster", "apps.crypto_forecast.module:CryptoForecastModule"),
+    ],
+)
+def test_models_name_the_method_their_module_trains_through(model_class, module_class):
+    """Without `TRAINING_METHOD`, compile=true would compile only a forward that training never calls."""
+    model, module = (
+        getattr(importlib.import_module(m), c) for m, c in (x.split(":") for x in (model_class, module_class))
+    )
+    assert f"self.model.{model.TRAINING_METHOD}(" in inspect.getsource(module)

@@ -28,6 +28,24 @@ def as_batch(item: dict) -> dict:
     return {k: (v[None] if torch.is_tensor(v) else torch.tensor([v])) for k, v in item.items()}
 
 
+def in_bf16(root: torch.nn.Module, classes: set[str]) -> None:
+    """Run `root` (or its submodules of these classes or names) under CPU bf16 autocast, as bf16-mixed does."""
+    chosen = [root] if classes == {"all"} else [m for n, m in root.named_modules() if {type(m).__name__, n} & classes]
+    for m in chosen:
+        m.forward = _autocast(m.forward)
+
+
+def _autocast(forward):
+    def run(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = forward(*args, **kwargs)
+        return torch.utils._pytree.tree_map(
+            lambda t: t.float() if torch.is_tensor(t) and t.is_floating_point() else t, out
+        )
+
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=600)
@@ -41,6 +59,11 @@ def main() -> None:
     p.add_argument("--ms", type=float, default=0.0, help="weight of a second LNCC on 2x average-pooled volumes")
     p.add_argument("--data-dir", default="data/nestedmorph")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--bf16",
+        default="",
+        help="classes or names (net.flow) run under bf16 autocast, or 'all'",
+    )
     a = p.parse_args()
     torch.manual_seed(a.seed)
     dm = NestedMorphDataModule(data_dir=a.data_dir, size=32, train_pairs=EPOCH, val_pairs=8)
@@ -49,6 +72,8 @@ def main() -> None:
     dims = tuple(int(x) for x in a.dims.split(","))
     model = RegistrationNet(size=32, dims=dims, integrate=a.integrate)
     module = NestedMorphModule(model, optimizer=None, smoothness=a.smooth, ncc_window=a.window)
+    if a.bf16:
+        in_bf16(model.net if a.bf16 == "all" else model, set(a.bf16.split(",")))
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, amsgrad=bool(a.amsgrad))
     epochs = a.steps / EPOCH
 

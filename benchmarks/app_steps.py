@@ -67,6 +67,13 @@ class StepTimer(L.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
+def dynamo_counts() -> dict:
+    """Graph breaks and graphs captured since the counters were last cleared (dynamo's own bookkeeping): one
+    graph per compiled forward means no break and no recompilation (a new input shape is one more graph)."""
+    counters = torch._dynamo.utils.counters
+    return {"graph_breaks": sum(counters["graph_break"].values()), "graphs": counters["stats"]["unique_graphs"]}
+
+
 def measure(app: str, overrides: list[str], trainer: str, compiled, steps: int, warmup: int, pack: int = 0) -> dict:
     """One row; `compiled` is the config's `compile` (False, True or a mode), `pack` > 0 packs the training
     utterances into sequences of that many frames (benchmarks/packing.py)."""
@@ -94,8 +101,7 @@ def measure(app: str, overrides: list[str], trainer: str, compiled, steps: int, 
     return {
         "samples_per_s": round(timer.samples / timer.seconds, 2),
         "step_ms": round(timer.seconds / max(timer.seen - warmup, 1) * 1e3, 2),
-        "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()) if compiled else None,
-        "recompiles": sum(torch._dynamo.utils.counters["recompiles"].values()) if compiled else None,
+        **(dynamo_counts() if compiled else {"graph_breaks": None, "graphs": None}),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
         "params_m": round(params / 1e6, 3),
         "precision": str(cfg.trainer.get("precision")),

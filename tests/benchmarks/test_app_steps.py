@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.app_steps import MODES
+from benchmarks.app_steps import MODES, dynamo_counts
 from benchmarks.packing import pack
 
 
@@ -40,3 +40,19 @@ def test_pack_joins_consecutive_utterances_to_exact_lengths():
 
 def test_modes_keep_eager_first_and_the_new_mode_before_compile_true():
     assert MODES["all"] == (False, "reduce-overhead", True) and MODES["both"] == (False, True)
+
+
+def test_dynamo_counts_sees_a_graph_break_and_a_new_shape():
+    def f(x):
+        x = x * 2
+        torch._dynamo.graph_break()
+        return x + 1
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    g = torch.compile(f, backend="eager")
+    g(torch.ones(3))
+    assert dynamo_counts() == {"graph_breaks": 1, "graphs": 2}  # the break splits f in two
+    g(torch.ones(3, dtype=torch.int64))  # a new dtype: both parts recompile
+    assert dynamo_counts() == {"graph_breaks": 2, "graphs": 4}
+    torch._dynamo.reset()

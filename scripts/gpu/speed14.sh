@@ -8,6 +8,7 @@
 #   2. lina_speech (experiment=lina_speech_gpu's GLA decoder, d512) on 4,096-frame sequences packed from the
 #      carried token table (batch 8): eager, compile=true
 #   3. nestedmorph at experiment=nestedmorph_paper (64^3, batch 2): eager, compile=true (fewer steps: ~1.1 s each)
+#      (each phase's cap below is cut to what the deadline leaves; the last phases go first when time runs out)
 #   4. risurconv default (1,024 points): eager, compile=true
 # Carry: .whl, _device (prelude.sh, mricron templates), data/lina_speech/tokens-4a6a0c52 (5.2 MB).
 # CPU check: TINY=1 OUT=/tmp/x PY=.venv/bin/python bash scripts/gpu/speed14.sh
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image
 root, tiny = Path(sys.argv[1]), sys.argv[2] == "1"
 rng = np.random.default_rng(0)
-side, per_class = (32, 4) if tiny else (224, 64)  # 10 classes x 64 train images: 10 batches an epoch
+side, per_class = (32, 4) if tiny else (224, 256)  # 2,560 images (~5 s): 36 batches an epoch after the val split
 for split, n in (("train", per_class), ("val", 1)):
     for c in range(10):
         (root / split / f"c{c}").mkdir(parents=True)
@@ -38,7 +39,7 @@ PYEOF
 BF=(experiment=biformer_paper data.dataset=image_folder "data.root=$IMG" data.batch_size=64 data.num_workers=12
     data.auto_augment=null data.re_prob=0 "paths.runs_dir=$R/runs")
 LS=(experiment=lina_speech_gpu data.source=tokens "data.root=${LINA_TOKENS:-data/lina_speech/tokens-4a6a0c52}"
-    data.batch_size=8 data.num_workers=2 "paths.runs_dir=$R/runs")
+    data.batch_size=8 data.num_workers=0 "paths.runs_dir=$R/runs")
 NM=(experiment=nestedmorph_paper "paths.runs_dir=$R/runs")
 RS=("paths.runs_dir=$R/runs")
 STEPS=(--steps 30 --warmup 10); NM_STEPS=(--steps 10 --warmup 4); PACK=4096
@@ -47,7 +48,7 @@ if [ "${TINY:-0}" = 1 ]; then
   BF+=(data.img_size=32 data.num_workers=0 data.batch_size=8 model.variant=mini)
   LS+=(model.dim=32 model.num_heads=2 model.n_layer=1 model.text_layers=1 model.text_heads=2 model.d_blind=16
        data.batch_size=2 data.num_workers=0)
-  NM+=(data.num_workers=0 data.size=16 data.train_pairs=4 data.val_pairs=1 data.test_pairs=1 "model.dims=[8,16,32,64]"
+  NM+=(data.num_workers=0 data.size=32 data.train_pairs=4 data.val_pairs=1 data.test_pairs=1 "model.dims=[8,16,32,64]"
        model.decoder_depth=1 data.batch_size=1)
   RS+=(data.num_workers=0)
 fi
@@ -59,9 +60,9 @@ step() {  # $1: this phase's cap in seconds (cut to what the deadline leaves), t
   timeout "$cap" "$PY" -m benchmarks.app_steps --out "$R" "$@" > "$R/$2_$SECONDS.log" 2>&1
   echo "rc $?"; grep '^{' "$R/$2"_*.log | tail -3 | cut -c1-300
 }
-step 130 --app biformer --compile all "${STEPS[@]}" --overrides "${BF[@]}"
+step 150 --app biformer --compile all "${STEPS[@]}" --overrides "${BF[@]}"
 step 80 --app lina_speech --pack-frames $PACK "${STEPS[@]}" --overrides "${LS[@]}"
-step 90 --app nestedmorph "${NM_STEPS[@]}" --overrides "${NM[@]}"
+step 80 --app nestedmorph "${NM_STEPS[@]}" --overrides "${NM[@]}"
 step 60 --app risurconv "${STEPS[@]}" --overrides "${RS[@]}"
 rm -rf "$IMG" "$R/runs"
 echo "== summary after ${SECONDS}s ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo cpu))"

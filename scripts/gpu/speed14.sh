@@ -53,13 +53,13 @@ if [ "${TINY:-0}" = 1 ]; then
        model.decoder_depth=1 data.batch_size=1)
   RS+=(data.num_workers=0)
 fi
-step() {  # $1: this phase's cap in seconds (cut to what the deadline leaves), then app_steps' arguments
+step() {  # $1: cap in s (cut to what the deadline leaves; KILL 10 s after: Lightning defers SIGTERM to a step end)
   local left=$((END - SECONDS)) cap=$(($1 * SLOW)); shift
   [ "$cap" -gt "$left" ] && cap=$left
   if [ "$cap" -lt 20 ]; then echo "skipped (deadline): $*"; return; fi
   echo "== $2 (cap ${cap}s, at ${SECONDS}s)"
-  timeout "$cap" "$PY" -m benchmarks.app_steps --out "$R" "$@" > "$R/$2_$SECONDS.log" 2>&1
-  echo "rc $?"; grep '^{' "$R/$2"_*.log | tail -3 | cut -c1-300
+  timeout -k 10 "$cap" "$PY" -m benchmarks.app_steps --out "$R" "$@" > "$R/$2_$SECONDS.log" 2>&1
+  echo "rc $?"; grep -h '^{' "$R/$2"_*.log | sed 's/"overrides": "[^"]*", //' | cut -c1-300
 }
 step 150 --app biformer --compile all "${STEPS[@]}" --overrides "${BF[@]}"
 step 80 --app lina_speech --pack-frames $PACK --compile-method logits "${STEPS[@]}" --overrides "${LS[@]}"

@@ -158,12 +158,13 @@ def append(out: Path, info: dict, row: dict) -> None:
     rows.append(row)
     path.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
     lines = [
-        "| app | overrides | compiled (graph breaks) | samples/s | ms/step | peak GiB | params (M) | precision |",
+        "| app | overrides | compiled (breaks, graphs) | samples/s | ms/step | peak GiB | params (M) | precision |",
         "| --- " * 8 + "|",
     ]
     for r in rows:
         mode = {True: "yes", False: "no"}.get(r["compiled"], r["compiled"])
-        compiled = f"{mode} ({r.get('graph_breaks')})" if r["compiled"] else "no"
+        graphs = f", {r['graphs']} graphs" if r.get("graphs") is not None else ""
+        compiled = f"{mode} ({r.get('graph_breaks')}{graphs})" if r["compiled"] else "no"
         cells = (r["app"], r["overrides"] or "-", compiled, r.get("samples_per_s", r.get("error")))
         cells += tuple(r.get(key) for key in ("step_ms", "peak_gib", "params_m", "precision"))
         lines.append("| " + " | ".join(map(str, cells)) + " |")

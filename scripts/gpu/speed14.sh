@@ -2,7 +2,7 @@
 # Issue 25 §1/§2's remaining app-steps rows on one GPU in one call (~330 s), by benchmarks.app_steps: Lightning
 # training steps of each app's own config with trainer=gpu, data loader included, each mode in the same process.
 # Rows go to $OUT/bench/app_steps.{json,md} as they finish; a compact summary is printed at the end. Phases, by
-# value (rows never measured first), each under its own timeout and all under one deadline (BUDGET, default 310 s):
+# value (rows never measured first), each under its own timeout and all under one deadline (BUDGET, default 295 s):
 #   1. biformer (variant tiny, 224 px, batch 64, bf16-mixed, experiment=biformer_paper; RandAugment and erasing
 #      off: the loader would time the host) on random 224 px JPEGs made here: eager, reduce-overhead, compile=true
 #   2. lina_speech (experiment=lina_speech_gpu's GLA decoder, d512) on 4,096-frame sequences packed from the
@@ -21,7 +21,7 @@ R=$OUT/bench
 mkdir -p "$R"
 SLOW=1  # caps x SLOW (the CPU check compiles on a shared, loaded CPU)
 [ "${TINY:-0}" = 1 ] && SLOW=10
-END=$((SECONDS + ${BUDGET:-$((310 * SLOW))}))
+END=$((SECONDS + ${BUDGET:-$((295 * SLOW))}))
 IMG=$(mktemp -d /tmp/speed14.XXXXXX)
 "$PY" - "$IMG" "${TINY:-0}" <<'PYEOF'
 import sys

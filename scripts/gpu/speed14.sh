@@ -67,4 +67,9 @@ step 80 --app nestedmorph "${NM_STEPS[@]}" --overrides "${NM[@]}"
 step 60 --app risurconv "${STEPS[@]}" --overrides "${RS[@]}"
 rm -rf "$IMG" "$R/runs"
 echo "== summary after ${SECONDS}s ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo cpu))"
-cat "$R/app_steps.md" 2>/dev/null || echo "no rows"
+"$PY" - "$R/app_steps.json" <<'PYEOF' || echo "no rows"
+import json, sys
+keys = ("compiled", "samples_per_s", "step_ms", "peak_gib", "graph_breaks", "graphs", "params_m", "precision")
+for r in json.load(open(sys.argv[1]))["rows"]:  # full rows (overrides, errors) in app_steps.json/.md
+    print(r["app"], *(f"{k}={r.get(k)}" for k in keys), r.get("error", "")[:200])
+PYEOF

@@ -43,7 +43,7 @@ LS=(experiment=lina_speech_gpu data.source=tokens "data.root=${LINA_TOKENS:-data
     data.batch_size=8 data.num_workers=0 "paths.runs_dir=$R/runs")
 NM=(experiment=nestedmorph_paper "paths.runs_dir=$R/runs")
 RS=("paths.runs_dir=$R/runs")
-STEPS=(--steps 30 --warmup 10); NM_STEPS=(--steps 10 --warmup 4); PACK=4096
+STEPS=(--steps 20 --warmup 8); NM_STEPS=(--steps 8 --warmup 4); PACK=4096  # the issue's 20 after 8
 if [ "${TINY:-0}" = 1 ]; then
   STEPS=(--steps 2 --warmup 1 --trainer cpu); NM_STEPS=("${STEPS[@]}"); PACK=64
   BF+=(data.img_size=32 data.num_workers=0 data.batch_size=8 model.variant=mini)

@@ -1,8 +1,10 @@
 """Training throughput of an app as its users run it: Lightning training steps of the app's own config (data
-module, model, loss, optimizer, precision), eager against `compile=true`, in one process.
+module, model, loss, optimizer, precision), eager against `compile=true` (and `compile=reduce-overhead`, inductor's
+CUDA graphs), in one process.
 
     python -m benchmarks.app_steps --app nestedmorph --overrides experiment=nestedmorph_paper trainer.precision=32
     python -m benchmarks.app_steps --app risurconv --compile no      # eager only
+    python -m benchmarks.app_steps --app lina_speech --pack-frames 4096 --overrides ...   # 4k-frame sequences
 
 The config is `configs/train.yaml` composed for the app with `trainer=gpu` (or `--trainer`) and the overrides;
 validation, checkpoints and loggers are off. `--warmup` batches run untimed (compilation happens there), then
@@ -25,11 +27,15 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from benchmarks.machine import machine_info
+from benchmarks.packing import pack_train_split
 from common.pipeline.build import build_datamodule, build_model, build_module, build_trainer
 from common.pipeline.callbacks import batch_size
 from common.pipeline.runs import CONFIG_DIR
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# --compile: the `compile` values measured, in order (the new mode before compile=true: a cut run keeps it)
+MODES = {"both": (False, True), "no": (False,), "yes": (True,), "reduce-overhead": ("reduce-overhead",)}
+MODES["all"] = (False, "reduce-overhead", True)
 
 
 def _sync() -> None:
@@ -61,14 +67,31 @@ class StepTimer(L.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def measure(app: str, overrides: list[str], trainer: str, compiled: bool, steps: int, warmup: int) -> dict:
-    fixed = [f"app={app}", f"trainer={trainer}", f"compile={str(compiled).lower()}", f"paths.root_dir={os.getcwd()}"]
+def dynamo_counts() -> dict:
+    """Graph breaks and graphs captured since the counters were last cleared (dynamo's own bookkeeping): one
+    graph per compiled forward means no break and no recompilation (a new input shape is one more graph)."""
+    counters = torch._dynamo.utils.counters
+    return {"graph_breaks": sum(counters["graph_break"].values()), "graphs": counters["stats"]["unique_graphs"]}
+
+
+def measure(
+    app: str, overrides: list[str], trainer: str, compiled, steps: int, warmup: int, pack: int = 0, method: str = ""
+) -> dict:
+    """One row; `compiled` is the config's `compile` (False, True or a mode), `pack` > 0 packs the training
+    utterances into sequences of that many frames (benchmarks/packing.py); `method` compiles that method of the
+    model instead of its forward (the config's switch then stays off)."""
+    mode = "false" if method else str(compiled).lower() if isinstance(compiled, bool) else compiled
+    fixed = [f"app={app}", f"trainer={trainer}", f"compile={mode}", f"paths.root_dir={os.getcwd()}"]
     run = ["+trainer.limit_val_batches=0", f"+trainer.max_steps={steps + warmup}", "trainer.max_epochs=-1"]
     with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose(config_name="train", overrides=fixed + list(overrides) + run)
     L.seed_everything(cfg.seed)
     datamodule = build_datamodule(cfg)
+    if pack:
+        pack_train_split(datamodule, pack)
     model = build_model(cfg.model)
+    if method and compiled:
+        setattr(model, method, torch.compile(getattr(model, method), mode=None if compiled is True else compiled))
     params = sum(p.numel() for p in model.parameters())
     module = build_module(cfg, model)
     timer = StepTimer(warmup)
@@ -83,7 +106,7 @@ def measure(app: str, overrides: list[str], trainer: str, compiled: bool, steps:
     return {
         "samples_per_s": round(timer.samples / timer.seconds, 2),
         "step_ms": round(timer.seconds / max(timer.seen - warmup, 1) * 1e3, 2),
-        "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()) if compiled else None,
+        **(dynamo_counts() if compiled else {"graph_breaks": None, "graphs": None}),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
         "params_m": round(params / 1e6, 3),
         "precision": str(cfg.trainer.get("precision")),
@@ -95,7 +118,9 @@ def main(argv: list[str] = ()) -> None:
     parser.add_argument("--app", required=True)
     parser.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides of the app's config")
     parser.add_argument("--trainer", default="gpu", help="the trainer config (cpu for a check without a GPU)")
-    parser.add_argument("--compile", choices=("both", "no", "yes"), default="both")
+    parser.add_argument("--compile", choices=tuple(MODES), default="both", help="all: eager, reduce-overhead, true")
+    parser.add_argument("--pack-frames", type=int, default=0, help="train on utterances packed to this many frames")
+    parser.add_argument("--compile-method", default="", help="compile this model method, not forward (lina: logits)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--out", type=Path, help="folder of app_steps.json/.md (default benchmarks/results/<card>)")
@@ -103,10 +128,21 @@ def main(argv: list[str] = ()) -> None:
     info = machine_info("cuda" if torch.cuda.is_available() else "cpu")
     device = info["device_name"].lower()
     out = args.out or RESULTS / next((c for c in ("h100", "h200") if c in device), device.replace(" ", "_"))
-    for compiled in {"both": (False, True), "no": (False,), "yes": (True,)}[args.compile]:
-        row = {"app": args.app, "overrides": " ".join(args.overrides), "compiled": compiled, "steps": args.steps}
+    overrides = " ".join(args.overrides) + (f" (packed to {args.pack_frames} frames)" if args.pack_frames else "")
+    overrides += f" (compiled: model.{args.compile_method})" if args.compile_method else ""
+    for compiled in MODES[args.compile]:
+        row = {"app": args.app, "overrides": overrides.strip(), "compiled": compiled, "steps": args.steps}
         try:
-            row |= measure(args.app, args.overrides, args.trainer, compiled, args.steps, args.warmup)
+            row |= measure(
+                args.app,
+                args.overrides,
+                args.trainer,
+                compiled,
+                args.steps,
+                args.warmup,
+                args.pack_frames,
+                args.compile_method,
+            )
         except Exception as exc:  # noqa: BLE001 - a failed compile or OOM is a result too: record it, go on
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         print(json.dumps(row), flush=True)
@@ -122,11 +158,13 @@ def append(out: Path, info: dict, row: dict) -> None:
     rows.append(row)
     path.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
     lines = [
-        "| app | overrides | compiled (graph breaks) | samples/s | ms/step | peak GiB | params (M) | precision |",
+        "| app | overrides | compiled (breaks, graphs) | samples/s | ms/step | peak GiB | params (M) | precision |",
         "| --- " * 8 + "|",
     ]
     for r in rows:
-        compiled = f"yes ({r.get('graph_breaks')})" if r["compiled"] else "no"
+        mode = {True: "yes", False: "no"}.get(r["compiled"], r["compiled"])
+        graphs = f", {r['graphs']} graphs" if r.get("graphs") is not None else ""
+        compiled = f"{mode} ({r.get('graph_breaks')}{graphs})" if r["compiled"] else "no"
         cells = (r["app"], r["overrides"] or "-", compiled, r.get("samples_per_s", r.get("error")))
         cells += tuple(r.get(key) for key in ("step_ms", "peak_gib", "params_m", "precision"))
         lines.append("| " + " | ".join(map(str, cells)) + " |")

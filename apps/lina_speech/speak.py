@@ -1,6 +1,7 @@
 """The judge's speech as codec codes, made wherever the model runs (a GPU with no audio stack, or here).
 
-What `judge.py` scores: held-out test sentences generated from the zero initial state (set `test`), and a
+What `judge.py` scores: held-out test sentences generated from the zero initial state (set `test`; `test_free`:
+the same without the length window, stopping only on the stop token or max_frames, the official rule), and a
 held-out voice's `ist_test` sentences generated before and after initial-state tuning on its `ist_train`
 utterances (sets `ist_untuned`, `ist_tuned`). Needs only the model and its token table: no codec, no corpus,
 no ASR, so it runs on the device; the codes come back and are decoded and heard here.
@@ -40,14 +41,16 @@ def load_checkpoint_model(ckpt: str | Path) -> LinaSpeech:
     return model.eval()
 
 
-def generate_texts(model: LinaSpeech, texts: list[str], voice=None, seed: int = 0, batch_size: int = 32) -> list:
+def generate_texts(model: LinaSpeech, texts: list[str], voice=None, seed: int = 0, batch_size: int = 32, guard=True):
     """Codes [frames, n_q] (numpy int16) for each text, generated in batches on the model's device."""
     device = next(model.parameters()).device
     tokenizer, out = CharTokenizer(), []
     generator = torch.Generator(device).manual_seed(seed)
     for i in range(0, len(texts), batch_size):
         ids = pad_batch([torch.tensor(tokenizer.encode(t)) for t in texts[i : i + batch_size]], 0).to(device)
-        out += [c.cpu().numpy().astype(np.int16) for c in model.generate(ids, voice=voice, generator=generator)]
+        out += [
+            c.cpu().numpy().astype(np.int16) for c in model.generate(ids, voice=voice, generator=generator, guard=guard)
+        ]
     return out
 
 
@@ -58,6 +61,8 @@ def speak_sets(model, dm: LinaSpeechDataModule, sentences: int, voice: str, ist_
     start = time.perf_counter()
     sets["test"] = [(f"test{i}", t, None, c) for i, (t, c) in enumerate(zip(test, generate_texts(model, test)))]
     info["test_seconds"] = time.perf_counter() - start
+    free = generate_texts(model, test, guard=False)
+    sets["test_free"] = [(f"test{i}", t, None, c) for i, (t, c) in enumerate(zip(test, free))]
     refs = dm.utterances("ist_test", voice)[:sentences]
     texts = [u.text for u in refs]
     start = time.perf_counter()
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     voice = args.voice or dm.table.voices("ist_train")[0]
     start = time.perf_counter()
     sets, info, tuned = speak_sets(model, dm, args.sentences, voice, args.ist_steps, args.seed)
-    info |= {"seconds": time.perf_counter() - start, "device": args.device}
+    info |= {"seconds": time.perf_counter() - start, "device": args.device, "max_frames": model.max_frames}
+    info["frames_per_token"] = model.frames_per_token
     info["parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)  # the codec aside
     write_speech(Path(args.out), sets, info)
     tuned.save(Path(args.out) / "voice.safetensors")

@@ -138,23 +138,29 @@ class BlindCrossAttention(nn.Module):
         self, y, memory, mask, state=None, time_step: int | torch.Tensor = 0, step: bool = False, weights=False
     ):
         """y [B, T, q_dim], memory [B, S, k_dim], mask [B, S] (True = text) -> ([B, T, att_dim], pos_net state),
-        and with `weights` the content attention [B, T, S] (for the alignment guide, `guided_attention_loss`)."""
+        and with `weights` the content and the position attention [B, 2, T, S] (for `guided_attention_loss`)."""
         q = rotary(self.ln_q(self.q(y))[:, None], time_step)  # [B, 1, T, D]
         k = rotary(self.ln_k(self.k(memory))[:, None])
         v = self.ln_v(self.v(memory))[:, None]
         pos = sinusoidal(torch.arange(memory.shape[1], device=memory.device), self.pos_dim).to(y.dtype)
         pos = pos.expand(y.shape[0], 1, -1, -1)  # [B, 1, S, pos_dim]
         p = self.dropout if self.training else 0.0
-        if weights:  # the same attention, its weights kept
-            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-            scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # bf16 under autocast: softmax in fp32
-            att = scores.masked_fill(~mask[:, None, None], float("-inf")).softmax(-1)[:, 0]  # [B, T, S]
-            expected_pos = F.dropout(att, p, self.training).to(pos.dtype) @ pos[:, 0]
-        else:
+        if not weights:
             expected_pos = softmax_attention(q, k, pos, mask=mask, dropout_p=p)[:, 0]  # [B, T, pos_dim]
-        moved, state = self.pos_net(expected_pos, state, step)
-        out = softmax_attention(moved[:, None], pos, v, mask=mask, dropout_p=p)[:, 0]
-        return (out, state, att) if weights else (out, state)
+            moved, state = self.pos_net(expected_pos, state, step)
+            return softmax_attention(moved[:, None], pos, v, mask=mask, dropout_p=p)[:, 0], state
+        content = _attention_weights(q[:, 0], k[:, 0], mask)  # the same two attentions, their weights kept
+        moved, state = self.pos_net(F.dropout(content, p, self.training).to(pos.dtype) @ pos[:, 0], state, step)
+        position = _attention_weights(moved, pos[:, 0], mask)
+        out = F.dropout(position, p, self.training).to(v.dtype) @ v[:, 0]
+        return out, state, torch.stack([content, position], dim=1)
+
+
+def _attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) [B, T, S] over the unmasked keys, in fp32 under bf16 autocast."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    return scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
 
 
 def guided_attention_loss(att: torch.Tensor, text_len: torch.Tensor, frames: torch.Tensor, sigma: float = 0.2):

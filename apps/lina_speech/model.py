@@ -118,7 +118,7 @@ class LinaSpeech(nn.Module):
 
     def decode(self, audio_in, memory, mask, states=None, time_step=0, step: bool = False, weights: bool = False):
         """audio_in [B, T, n_q] token ids -> (logits [B, T, n_q, vocab], states after the last step), with
-        `weights` also the cross-attention's content attention [B, T, S].
+        `weights` also the cross-attention's content and position attentions [B, 2, T, S].
 
         `states`: None (zeros / empty caches) or a list of 2 n_layer + 1 per-block states (see `gla_layers`).
         """
@@ -139,7 +139,7 @@ class LinaSpeech(nn.Module):
 
     def logits(self, text: torch.Tensor, audio_in: torch.Tensor, states=None, weights: bool = False):
         """Teacher-forced logits: text [B, S], audio_in [B, T, n_q] -> [B, T, n_q, vocab] (and with `weights`
-        the cross-attention's content attention [B, T, S])."""
+        the cross-attention's content and position attentions [B, 2, T, S])."""
         memory, mask = self.text_encoder(text)
         logits, _, *att = self.decode(audio_in, memory, mask, states, weights=weights)
         return (logits, att[0]) if weights else logits

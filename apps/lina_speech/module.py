@@ -4,9 +4,10 @@ Logged per split: `loss` (the official CE, targets = BOS ignored), `acc` (top-1 
 targets), `top10` (the official metric: the target among the 10 best), and the unigram baseline's `unigram_loss`
 and `unigram_acc` on the same targets: per quantizer, the training targets' token frequencies (add-0.5
 smoothing), i.e. the best a model that ignores the text and the past can do. Learning means beating it.
-`guide` > 0 adds that weight times the guided-attention loss of the cross-attention's content attention
-(`layers.guided_attention_loss`, logged as `train/guide`): not in the official recipe, which learns the alignment
-from ~100B tokens; in minutes of training the model otherwise ignores the text (README, "Why the GPU model babbles").
+`guide` > 0 adds that weight times the guided-attention loss of the cross-attention's two attentions (content
+and position, averaged; `layers.guided_attention_loss`, logged as `train/guide`): not in the official recipe,
+which learns the alignment from ~100B tokens; in minutes of training the model otherwise ignores the text
+(README, "Why the GPU model babbles").
 Val and test metrics are token-weighted means over the whole split, each utterance counted once under DDP
 (`common.data.distributed.SplitRows`: the sampler's padding repeats are dropped).
 """
@@ -57,7 +58,8 @@ class LinaSpeechModule(L.LightningModule):
         logits, att = self.model.logits(text, batch["audio_in"], weights=True)
         loss = self.model.loss(logits, target)
         frames = (target[..., 0] >= NUM_SPECIALS).sum(1)  # quantizer 0's codes: the utterance's frames
-        guide = guided_attention_loss(att, (text != 0).sum(1), frames, self.guide_sigma)
+        text_len = (text != 0).sum(1)  # both attentions guided: the position one is what reads the text's values
+        guide = sum(guided_attention_loss(att[:, i], text_len, frames, self.guide_sigma) for i in range(2)) / 2
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/guide", guide, on_step=False, on_epoch=True, batch_size=n)
         return loss + self.guide * guide

@@ -34,21 +34,23 @@ def test_guide_is_zero_on_the_diagonal_and_large_off_it():
 
 
 def test_weights_are_the_attention_used_and_the_guide_trains_it(batch):
-    """`weights=True` changes nothing in the logits, returns rows that sum to 1 over the real text, and the
-    module's guided step gives the cross-attention's query and key a gradient the plain loss also reaches."""
+    """`weights=True` changes nothing in the logits and returns both attentions (rows summing to 1 over the real
+    text); the module's guided step costs more than the plain loss, and the position attention's guide alone
+    reaches the content attention's query and key through the position network (the path that reads the text)."""
     model = tiny()
     text, audio_in, target, _ = batch
     logits, att = model.logits(text, audio_in, weights=True)
     torch.testing.assert_close(logits, model.logits(text, audio_in), rtol=1e-12, atol=1e-12)
-    assert att.shape == (2, audio_in.shape[1], text.shape[1]) and (att[1, :, -2:] == 0).all()
-    torch.testing.assert_close(att.sum(-1), torch.ones(2, audio_in.shape[1], dtype=att.dtype))
+    assert att.shape == (2, 2, audio_in.shape[1], text.shape[1]) and (att[1, :, :, -2:] == 0).all()
+    torch.testing.assert_close(att.sum(-1), torch.ones(2, 2, audio_in.shape[1], dtype=att.dtype))
     module = LinaSpeechModule(model.train(), optimizer=None, guide=1.0)
     module.log = lambda *args, **kwargs: None
     guided = module.training_step({"text": text, "audio_in": audio_in, "target": target}, 0)
-    plain = model.loss(model.logits(text, audio_in), target)
-    assert float(guided) > float(plain)  # the guide adds a positive cost (dropout 0: same CE)
-    guided.backward()
-    assert float(model.cross_att.q.weight.grad.norm()) > 0 and float(model.cross_att.k.weight.grad.norm()) > 0
+    assert float(guided) > float(model.loss(logits, target))  # dropout 0: the same CE plus a positive guide
+    frames = (target[..., 0] >= NUM_SPECIALS).sum(1)
+    guided_attention_loss(model.logits(text, audio_in, weights=True)[1][:, 1], (text != 0).sum(1), frames).backward()
+    for layer in (model.cross_att.q, model.cross_att.k, model.cross_att.pos_net.ffn.p_out):
+        assert float(layer.weight.grad.norm()) > 0
 
 
 def test_bad_guide():

@@ -145,6 +145,8 @@ def print_table(result: dict) -> None:
             f"  length {name:<15} x{r['median']:.2f} of the recordings (x{r['min']:.2f}..x{r['max']:.2f}),"
             f" {r['capped']} at max_frames"
         )
+    if "loss_text" in s:
+        print(f"  test loss with the texts {s['loss_text']:.4f}, with spaces only {s['loss_one_char']:.4f}")
     steps, seconds, loss = s.get("ist_steps"), s.get("ist_seconds", 0), s.get("ist_loss")
     print(f"\nIST on {i['voice']} ({steps} steps, {seconds:.0f} s; loss first/last {loss})")
     for name in ("untuned", "tuned", "codec"):

@@ -9,7 +9,8 @@ no ASR, so it runs on the device; the codes come back and are decoded and heard 
     python -m apps.lina_speech.speak --ckpt runs/lina_speech/latest/checkpoints/best.ckpt \
         --tokens data/lina_speech/tokens-4a6a0c52 --out speech --device cuda
 
-Writes `speech.json` (per set: id, text, voice, frames; the IST voice, steps, seconds, loss first/last; timing)
+Writes `speech.json` (per set: id, text, voice, frames; the IST voice, steps, seconds, loss first/last; timing;
+the test loss with the texts and with one repeated character, `reads_text`)
 and `speech.npz` (the codes [frames, n_q] of item i of set s under `s-i`), plus the voice file of the IST.
 """
 
@@ -26,7 +27,7 @@ import torch
 from apps.lina_speech.data import LinaSpeechDataModule
 from apps.lina_speech.ist import tune_voice
 from apps.lina_speech.model import LinaSpeech
-from apps.lina_speech.tokens import pad_batch
+from apps.lina_speech.tokens import BOS, pad_batch
 from common.audio.text import CharTokenizer
 
 
@@ -54,9 +55,24 @@ def generate_texts(model: LinaSpeech, texts: list[str], voice=None, seed: int = 
     return out
 
 
+@torch.no_grad()
+def reads_text(model: LinaSpeech, dm: LinaSpeechDataModule, split: str = "test") -> dict:
+    """Teacher-forced loss on `split` with its texts, and with every character replaced by the space (id 3; same
+    lengths): equal losses mean a model that ignores the text (README, "Why the GPU model babbles")."""
+    device, sums = next(model.parameters()).device, {"loss_text": 0.0, "loss_one_char": 0.0}
+    tokens = 0
+    for batch in dm.loader(dm.utterances(split), shuffle=False):
+        text, audio_in, target = (batch[k].to(device) for k in ("text", "audio_in", "target"))
+        kept = int((target != BOS).sum())
+        for key, ids in (("loss_text", text), ("loss_one_char", torch.where(text > 0, 3, 0))):
+            sums[key] += float(model.loss(model.logits(ids, audio_in).float(), target)) * kept
+        tokens += kept
+    return {k: v / max(tokens, 1) for k, v in sums.items()}
+
+
 def speak_sets(model, dm: LinaSpeechDataModule, sentences: int, voice: str, ist_steps: int, seed: int = 0):
     """{set name: [(id, text, voice, codes)]} and the IST record (see the module docstring)."""
-    sets, info = {}, {}
+    sets, info = {}, reads_text(model, dm)
     test = sorted({u.text for u in dm.utterances("test")})[:sentences]
     start = time.perf_counter()
     sets["test"] = [(f"test{i}", t, None, c) for i, (t, c) in enumerate(zip(test, generate_texts(model, test)))]
@@ -119,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     model.to(args.device)
     dm = LinaSpeechDataModule(source="tokens", root=args.tokens)
     dm.setup("fit")
+    model.frames_per_token = model.frames_per_token or tuple(dm.frames_per_token())  # a model trained before it
     voice = args.voice or dm.table.voices("ist_train")[0]
     start = time.perf_counter()
     sets, info, tuned = speak_sets(model, dm, args.sentences, voice, args.ist_steps, args.seed)

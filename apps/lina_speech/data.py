@@ -128,12 +128,19 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
     def model_kwargs(self) -> dict:
         meta = self._ready().meta
         kwargs = {k: meta[k] for k in ("n_q", "codebook_size", "text_vocab")} | {"codec_dir": None, "codec": None}
+        kwargs["frames_per_token"] = self.frames_per_token()
         codec = self.codec_dir()
         if codec is not None:  # the embedded codec: the model carries its weights (see LinaSpeech's `codec`)
             from common.audio.codec_train import codec_config  # the audio stack, only for the embedded corpus
 
             kwargs |= {"codec_dir": str(codec), "codec": codec_config(codec)}
         return kwargs
+
+    def frames_per_token(self) -> list[float]:
+        """The 1st and 99th percentiles of frames per text token over the training utterances: the length
+        window of generation (`LinaSpeech.frames_per_token`)."""
+        rates = torch.tensor([u.codes.shape[0] / len(u.text_ids) for u in self._ready().split("train")])
+        return [round(float(r), 3) for r in rates.quantile(torch.tensor([0.01, 0.99], dtype=rates.dtype))]
 
     def unigram_counts(self) -> torch.Tensor:
         """Counts [n_q, vocab] of the training targets (ignored ones left out): the unigram baseline."""

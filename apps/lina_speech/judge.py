@@ -5,6 +5,9 @@ Scores the sets of `speak.py` (codec codes, made here or on a GPU), decoded by t
   same sentences read by every training voice: the original synthetic recordings and their codec resynthesis
   (decode(encode(wave))), per engine (pocketsphinx hears flite far better than espeak-ng) and over all voices
   (`*_all`: the model speaks a blend of them). `target` = max(0.35, 1.5 x codec_all), the issue's bar.
+  `generated_free`: the same sentences generated without the length window (set `test_free`, if spoken), and
+  `length`: per set, the median and range of generated length / the mean length of the recordings of its text,
+  and how many reached max_frames (the official rule's only other way to end).
 - `ist`: for the held-out voice, the similarity (`common.audio.speech_similarity`, MFCC statistics + WCCN fitted
   on the training voices) of speech generated for its `ist_test` sentences to its profile over those recordings,
   untuned vs tuned, beside the same score of its codec-resynthesised recordings (the ceiling), and the WERs.
@@ -46,13 +49,29 @@ def resynthesise(codec, waves: list[np.ndarray]) -> list[np.ndarray]:
         return decode(codec, [codec.encode(torch.from_numpy(w))[0] for w in waves])
 
 
-def wer_table(generated: list[np.ndarray], texts: list[str], codec, corpus_utts) -> dict:
-    """WER of the generated waves of `texts`, and of the test recordings of those texts (original, codec)."""
+def length_table(generated: dict, texts: list[str], recordings, originals, max_samples: int) -> dict:
+    """Per set {name: waves}: median, min, max of len(wave) / mean len of its text's recordings; how many capped."""
+    reference = {t: np.mean([len(w) for u, w in zip(recordings, originals) if u.text == t]) for t in set(texts)}
+    out = {}
+    for name, waves in generated.items():
+        ratios = [len(w) / reference[t] for w, t in zip(waves, texts)]
+        out[name] = {"median": float(np.median(ratios)), "min": float(np.min(ratios)), "max": float(np.max(ratios)),
+                     "capped": sum(len(w) >= max_samples for w in waves)}  # fmt: skip
+    return out
+
+
+def wer_table(generated: dict, texts: list[str], codec, corpus_utts, max_frames: int = 1000) -> dict:
+    """WER of the generated waves {set: waves} of `texts`, and of the test recordings of those texts (original,
+    codec); the sets' lengths against the recordings'."""
     rate = codec.sample_rate
-    result = {"sentences": len(texts), "generated": word_error_rate(texts, transcribe_many(generated, rate))}
+    result = {"sentences": len(texts)}
+    for name, waves in generated.items():
+        result["generated" + name.removeprefix("test")] = word_error_rate(texts, transcribe_many(waves, rate))
     wanted = set(texts)
     recordings = [u for u in corpus_utts if u.split == "test" and u.text in wanted]
     originals = [load_audio(u.path, rate) for u in recordings]
+    hop = round(rate / codec.frame_rate)
+    result["length"] = length_table(generated, texts, recordings, originals, max_frames * hop)
     heard = {
         "original": transcribe_many(originals, rate),
         "codec": transcribe_many(resynthesise(codec, originals), rate),
@@ -104,8 +123,8 @@ def score(speech_dir: Path, codec_dir: Path) -> dict:
     sets, info = read_speech(speech_dir)
     codec, corpus_utts = load_codec(codec_dir), read_manifest(corpus_of(codec_dir))
     texts = [t for _, t, *_ in sets["test"]]
-    generated = decode(codec, [c for *_, c in sets["test"]])
-    result = {"speech": info, "wer": wer_table(generated, texts, codec, corpus_utts)}
+    generated = {name: decode(codec, [c for *_, c in sets[name]]) for name in ("test", "test_free") if name in sets}
+    result = {"speech": info, "wer": wer_table(generated, texts, codec, corpus_utts, info.get("max_frames", 1000))}
     print(json.dumps(result["wer"]), flush=True)
     result["ist"] = ist_table(sets, codec, corpus_utts)
     print(json.dumps(result["ist"]), flush=True)
@@ -119,6 +138,15 @@ def print_table(result: dict) -> None:
         print(f"  {key:<22} {w[key]:.3f}")
     verdict = "met" if w["met"] else "NOT met"
     print(f"  {'generated':<22} {w['generated']:.3f}   target <= {w['target']:.3f}: {verdict}")
+    if "generated_free" in w:
+        print(f"  {'generated, no window':<22} {w['generated_free']:.3f}   (stop token or max_frames only)")
+    for name, r in w["length"].items():
+        print(
+            f"  length {name:<15} x{r['median']:.2f} of the recordings (x{r['min']:.2f}..x{r['max']:.2f}),"
+            f" {r['capped']} at max_frames"
+        )
+    if "loss_text" in s:
+        print(f"  test loss with the texts {s['loss_text']:.4f}, with spaces only {s['loss_one_char']:.4f}")
     steps, seconds, loss = s.get("ist_steps"), s.get("ist_seconds", 0), s.get("ist_loss")
     print(f"\nIST on {i['voice']} ({steps} steps, {seconds:.0f} s; loss first/last {loss})")
     for name in ("untuned", "tuned", "codec"):

@@ -134,17 +134,44 @@ class BlindCrossAttention(nn.Module):
         self.ln_q, self.ln_k, self.ln_v = nn.LayerNorm(att_dim), nn.LayerNorm(att_dim), nn.LayerNorm(att_dim)
         self.pos_net, self.pos_dim, self.dropout = pos_net, pos_dim, dropout
 
-    def forward(self, y, memory, mask, state=None, time_step: int | torch.Tensor = 0, step: bool = False):
-        """y [B, T, q_dim], memory [B, S, k_dim], mask [B, S] (True = text) -> ([B, T, att_dim], pos_net state)."""
+    def forward(
+        self, y, memory, mask, state=None, time_step: int | torch.Tensor = 0, step: bool = False, weights=False
+    ):
+        """y [B, T, q_dim], memory [B, S, k_dim], mask [B, S] (True = text) -> ([B, T, att_dim], pos_net state),
+        and with `weights` the content and the position attention [B, 2, T, S] (for `guided_attention_loss`)."""
         q = rotary(self.ln_q(self.q(y))[:, None], time_step)  # [B, 1, T, D]
         k = rotary(self.ln_k(self.k(memory))[:, None])
         v = self.ln_v(self.v(memory))[:, None]
         pos = sinusoidal(torch.arange(memory.shape[1], device=memory.device), self.pos_dim).to(y.dtype)
         pos = pos.expand(y.shape[0], 1, -1, -1)  # [B, 1, S, pos_dim]
         p = self.dropout if self.training else 0.0
-        expected_pos = softmax_attention(q, k, pos, mask=mask, dropout_p=p)[:, 0]  # [B, T, pos_dim]
-        moved, state = self.pos_net(expected_pos, state, step)
-        return softmax_attention(moved[:, None], pos, v, mask=mask, dropout_p=p)[:, 0], state
+        if not weights:
+            expected_pos = softmax_attention(q, k, pos, mask=mask, dropout_p=p)[:, 0]  # [B, T, pos_dim]
+            moved, state = self.pos_net(expected_pos, state, step)
+            return softmax_attention(moved[:, None], pos, v, mask=mask, dropout_p=p)[:, 0], state
+        content = _attention_weights(q[:, 0], k[:, 0], mask)  # the same two attentions, their weights kept
+        moved, state = self.pos_net(F.dropout(content, p, self.training).to(pos.dtype) @ pos[:, 0], state, step)
+        position = _attention_weights(moved, pos[:, 0], mask)
+        out = F.dropout(position, p, self.training).to(v.dtype) @ v[:, 0]
+        return out, state, torch.stack([content, position], dim=1)
+
+
+def _attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) [B, T, S] over the unmasked keys, in fp32 under bf16 autocast."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    return scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+
+
+def guided_attention_loss(att: torch.Tensor, text_len: torch.Tensor, frames: torch.Tensor, sigma: float = 0.2):
+    """Tachibana et al. 2018 (DC-TTS)'s guided attention: att [B, T, S] weighted by 1 - exp(-(s/S - t/T)^2 /
+    2 sigma^2), summed over the S text tokens, averaged over the T frames of every utterance: the attention put
+    far from the diagonal. ~0 for a diagonal alignment, ~0.6 for a uniform one (sigma 0.2). (DC-TTS averages
+    over tokens too, which would make the weight depend on the text's length.)"""
+    t = torch.arange(att.shape[1], device=att.device)[None, :, None] / frames[:, None, None].clamp_min(1)
+    s = torch.arange(att.shape[2], device=att.device)[None, None, :] / text_len[:, None, None].clamp_min(1)
+    penalty = 1 - torch.exp(-((s - t) ** 2) / (2 * sigma**2))
+    return (att * penalty * (s < 1)).sum(-1)[(t < 1)[..., 0]].mean()
 
 
 class TextEncoder(nn.Module):

@@ -43,6 +43,9 @@ class LinaSpeech(nn.Module):
         expand_k, expand_v: GLA key and value widths over dim (Lina: 1 and 2).
         chunk_size: GLA chunk length when training (torch form; the Triton kernel uses 64).
         top_k, temperature: sampling of quantizer 0; max_frames: generation cap (then stop is forced).
+        frames_per_token: (low, high) frames per text token (its BOS/EOS counted), or None: generation may stop
+            only from low x tokens frames on and is stopped at high x tokens (the data fills it with the 1st and
+            99th percentiles of its training utterances); None: only `max_frames`, the official rule.
         codec_dir: the folder of the codec whose codes the model speaks (its corpus and token table: IST, judge).
         codec: that codec's constructor options (`common.audio.codec.Codec`, its `codec.json`), or None (a user's
             codec). Given, the codec is a frozen submodule: `load_codec_weights` copies it in before training,
@@ -68,6 +71,7 @@ class LinaSpeech(nn.Module):
         top_k: int = 100,
         temperature: float = 1.0,
         max_frames: int = 1000,
+        frames_per_token: tuple[float, float] | None = None,
         codec_dir: str | None = None,
         codec: dict | None = None,
     ):
@@ -81,6 +85,7 @@ class LinaSpeech(nn.Module):
         self.text_vocab, self.arch, self.n_layer = text_vocab, arch, n_layer
         self.top_k, self.temperature, self.max_frames = top_k, temperature, max_frames
         self.codec_dir = codec_dir
+        self.frames_per_token = tuple(frames_per_token) if frames_per_token else None
         mixer = "gla" if arch == "gla" else "softmax"
 
         def block(width: int, heads: int) -> MixingBlock:
@@ -111,8 +116,9 @@ class LinaSpeech(nn.Module):
         blocks = [*self.encoder, self.cross_att.pos_net, *self.decoder]
         return [b.mixer for b in blocks if isinstance(b.mixer, GatedLinearAttention)]
 
-    def decode(self, audio_in, memory, mask, states=None, time_step=0, step: bool = False):
-        """audio_in [B, T, n_q] token ids -> (logits [B, T, n_q, vocab], states after the last step).
+    def decode(self, audio_in, memory, mask, states=None, time_step=0, step: bool = False, weights: bool = False):
+        """audio_in [B, T, n_q] token ids -> (logits [B, T, n_q, vocab], states after the last step), with
+        `weights` also the cross-attention's content and position attentions [B, 2, T, S].
 
         `states`: None (zeros / empty caches) or a list of 2 n_layer + 1 per-block states (see `gla_layers`).
         """
@@ -122,19 +128,21 @@ class LinaSpeech(nn.Module):
         for i, block in enumerate(self.encoder):
             x, s = block(x, states[i], step)
             new.append(s)
-        attended, s = self.cross_att(x, memory, mask, states[self.n_layer], time_step, step)
+        attended, s, *att = self.cross_att(x, memory, mask, states[self.n_layer], time_step, step, weights)
         new.append(s)
         x = x + attended
         for i, block in enumerate(self.decoder):
             x, s = block(x, states[self.n_layer + 1 + i], step)
             new.append(s)
         logits = self.head(self.norm(x)).unflatten(-1, (self.n_q, self.vocab))
-        return logits, new
+        return (logits, new, *att)
 
-    def logits(self, text: torch.Tensor, audio_in: torch.Tensor, states=None) -> torch.Tensor:
-        """Teacher-forced logits: text [B, S], audio_in [B, T, n_q] -> [B, T, n_q, vocab]."""
+    def logits(self, text: torch.Tensor, audio_in: torch.Tensor, states=None, weights: bool = False):
+        """Teacher-forced logits: text [B, S], audio_in [B, T, n_q] -> [B, T, n_q, vocab] (and with `weights`
+        the cross-attention's content and position attentions [B, 2, T, S])."""
         memory, mask = self.text_encoder(text)
-        return self.decode(audio_in, memory, mask, states)[0]
+        logits, _, *att = self.decode(audio_in, memory, mask, states, weights=weights)
+        return (logits, att[0]) if weights else logits
 
     @staticmethod
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -146,19 +154,33 @@ class LinaSpeech(nn.Module):
         """States before the first step: None (zeros), or a tuned voice's initial states (see ist.py)."""
         return None if voice is None else voice.states()
 
-    def sample(self, logits, t: int, stop_at: torch.Tensor, top_k: int, temperature: float, generator=None):
+    def length_window(self, text: torch.Tensor, guard: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fewest, most) frames [B] that generation may give each text [B, S] (see `frames_per_token`)."""
+        tokens = (text != PAD).sum(1)
+        if not (guard and self.frames_per_token):
+            return torch.zeros_like(tokens), torch.full_like(tokens, self.max_frames)
+        low, high = self.frames_per_token
+        most = (tokens * high).ceil().long().clamp(max=self.max_frames)
+        return (tokens * low).floor().long().clamp(max=most), most
+
+    def sample(self, logits, t: int, stop_at, top_k: int, temperature: float, generator=None, window=None):
         """One delayed step's tokens [B, n_q] from logits [B, n_q, vocab], with the delay pattern's forced tokens.
 
         Quantizer 0 draws a code or the stop token (top-k with temperature); quantizers q > 0 take their best
-        code (greedy). Forced: BOS while t < q; after quantizer 0 stopped at step L, quantizer q emits stop at
-        L + q and BOS after. `stop_at` [B] (-1 = running) is updated in place.
+        code (greedy). Forced: no stop before `window[0]` [B] frames, stop at `window[1]` (default: only at
+        max_frames); BOS while t < q; after quantizer 0 stopped at step L, quantizer q emits stop at L + q and
+        BOS after. `stop_at` [B] (-1 = running) is updated in place.
         """
         logits = logits.float().clone()
         logits[..., [PAD, BOS]] = float("-inf")
         logits[:, 1:, STOP] = float("-inf")
-        if t >= self.max_frames:
-            logits[:, 0, :] = float("-inf")
-            logits[:, 0, STOP] = 0.0
+        fewest, most = (
+            window if window is not None else (torch.zeros_like(stop_at), torch.full_like(stop_at, self.max_frames))
+        )
+        logits[t < fewest, 0, STOP] = float("-inf")
+        forced = t >= most
+        logits[forced, 0, :] = float("-inf")
+        logits[forced, 0, STOP] = 0.0
         first = logits[:, 0] / temperature
         kth = first.topk(min(top_k, self.vocab), dim=-1).values[:, -1:]
         first = first.masked_fill(first < kth, float("-inf"))
@@ -173,19 +195,21 @@ class LinaSpeech(nn.Module):
         return tokens
 
     @torch.no_grad()
-    def stream(self, text, voice=None, top_k=None, temperature=None, generator=None) -> Iterator:
+    def stream(self, text, voice=None, top_k=None, temperature=None, generator=None, guard=True) -> Iterator:
         """Generate from text [B, S] step by step through the recurrent state; yields (codes [B, n_q] of the
-        next frame, valid [B]: False once that sample has stopped). Constant memory per step for GLA."""
+        next frame, valid [B]: False once that sample has stopped). Constant memory per step for GLA.
+        `guard`: keep each length inside `length_window` (False: stop only on the stop token or max_frames)."""
         top_k, temperature = top_k or self.top_k, temperature or self.temperature
         memory, mask = self.text_encoder(text)
         b = text.shape[0]
         states = self.initial_states(b, voice)
         token = torch.full((b, 1, self.n_q), BOS, dtype=torch.long, device=text.device)
         stop_at = torch.full((b,), -1, dtype=torch.long, device=text.device)
+        length = self.length_window(text, guard)
         window = []  # the last n_q delayed steps: frame f is complete at step f + n_q - 1
         for t in range(self.max_frames + self.n_q):
             logits, states = self.decode(token, memory, mask, states, t, step=True)
-            tokens = self.sample(logits[:, 0], t, stop_at, top_k, temperature, generator)
+            tokens = self.sample(logits[:, 0], t, stop_at, top_k, temperature, generator, length)
             window = [*window[-(self.n_q - 1) :], tokens] if self.n_q > 1 else [tokens]
             frame = t - (self.n_q - 1)
             if frame >= 0:
@@ -195,10 +219,10 @@ class LinaSpeech(nn.Module):
                 return
             token = tokens[:, None]
 
-    def generate(self, text, voice=None, top_k=None, temperature=None, generator=None) -> list[torch.Tensor]:
+    def generate(self, text, voice=None, top_k=None, temperature=None, generator=None, guard=True) -> list:
         """text [B, S] -> one codes tensor [L_b, n_q] (0 .. codebook_size - 1) per sample."""
         frames, valid = [], []
-        for codes, ok in self.stream(text, voice, top_k, temperature, generator):
+        for codes, ok in self.stream(text, voice, top_k, temperature, generator, guard):
             frames.append(codes)
             valid.append(ok)
         if not frames:

@@ -4,6 +4,10 @@ Logged per split: `loss` (the official CE, targets = BOS ignored), `acc` (top-1 
 targets), `top10` (the official metric: the target among the 10 best), and the unigram baseline's `unigram_loss`
 and `unigram_acc` on the same targets: per quantizer, the training targets' token frequencies (add-0.5
 smoothing), i.e. the best a model that ignores the text and the past can do. Learning means beating it.
+`guide` > 0 adds that weight times the guided-attention loss of the cross-attention's two attentions (content
+and position, averaged; `layers.guided_attention_loss`, logged as `train/guide`): not in the official recipe,
+which learns the alignment from ~100B tokens; in minutes of training the model otherwise ignores the text
+(README, "Why the GPU model babbles").
 Val and test metrics are token-weighted means over the whole split, each utterance counted once under DDP
 (`common.data.distributed.SplitRows`: the sampler's padding repeats are dropped).
 """
@@ -14,16 +18,20 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from apps.lina_speech.layers import guided_attention_loss
 from apps.lina_speech.model import LinaSpeech
-from apps.lina_speech.tokens import BOS
+from apps.lina_speech.tokens import BOS, NUM_SPECIALS
 from common.data.distributed import SplitRows
+from common.errors import check_range
 from common.utils.schedulers import with_scheduler
 
 
 class LinaSpeechModule(L.LightningModule):
-    def __init__(self, model: LinaSpeech, optimizer, scheduler=None):
+    def __init__(self, model: LinaSpeech, optimizer, scheduler=None, guide: float = 0.0, guide_sigma: float = 0.2):
         super().__init__()
-        self.model = model
+        check_range("guide", guide, 0.0)
+        check_range("guide_sigma", guide_sigma, 0.0, low_inclusive=False)
+        self.model, self.guide, self.guide_sigma = model, guide, guide_sigma
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self._outputs = {"val": SplitRows(), "test": SplitRows()}
         self.register_buffer(
@@ -42,9 +50,19 @@ class LinaSpeechModule(L.LightningModule):
         self.unigram_logp.copy_((counts / counts.sum(-1, keepdim=True)).log())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.model.loss(self.model.logits(batch["text"], batch["audio_in"]), batch["target"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
-        return loss
+        text, target, n = batch["text"], batch["target"], len(batch["target"])
+        if not self.guide:
+            loss = self.model.loss(self.model.logits(text, batch["audio_in"]), target)
+            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+            return loss
+        logits, att = self.model.logits(text, batch["audio_in"], weights=True)
+        loss = self.model.loss(logits, target)
+        frames = (target[..., 0] >= NUM_SPECIALS).sum(1)  # quantizer 0's codes: the utterance's frames
+        text_len = (text != 0).sum(1)  # both attentions guided: the position one is what reads the text's values
+        guide = sum(guided_attention_loss(att[:, i], text_len, frames, self.guide_sigma) for i in range(2)) / 2
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/guide", guide, on_step=False, on_epoch=True, batch_size=n)
+        return loss + self.guide * guide
 
     def _eval_step(self, split: str, batch: dict, batch_idx: int) -> None:
         """Per utterance: sums over its kept targets (loss, hits, unigram loss and hits) and their count; the

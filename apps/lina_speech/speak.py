@@ -1,6 +1,7 @@
 """The judge's speech as codec codes, made wherever the model runs (a GPU with no audio stack, or here).
 
-What `judge.py` scores: held-out test sentences generated from the zero initial state (set `test`), and a
+What `judge.py` scores: held-out test sentences generated from the zero initial state (set `test`; `test_free`:
+the same without the length window, stopping only on the stop token or max_frames, the official rule), and a
 held-out voice's `ist_test` sentences generated before and after initial-state tuning on its `ist_train`
 utterances (sets `ist_untuned`, `ist_tuned`). Needs only the model and its token table: no codec, no corpus,
 no ASR, so it runs on the device; the codes come back and are decoded and heard here.
@@ -8,7 +9,8 @@ no ASR, so it runs on the device; the codes come back and are decoded and heard 
     python -m apps.lina_speech.speak --ckpt runs/lina_speech/latest/checkpoints/best.ckpt \
         --tokens data/lina_speech/tokens-4a6a0c52 --out speech --device cuda
 
-Writes `speech.json` (per set: id, text, voice, frames; the IST voice, steps, seconds, loss first/last; timing)
+Writes `speech.json` (per set: id, text, voice, frames; the IST voice, steps, seconds, loss first/last; timing;
+the test loss with the texts and with one repeated character, `reads_text`)
 and `speech.npz` (the codes [frames, n_q] of item i of set s under `s-i`), plus the voice file of the IST.
 """
 
@@ -25,7 +27,7 @@ import torch
 from apps.lina_speech.data import LinaSpeechDataModule
 from apps.lina_speech.ist import tune_voice
 from apps.lina_speech.model import LinaSpeech
-from apps.lina_speech.tokens import pad_batch
+from apps.lina_speech.tokens import BOS, pad_batch
 from common.audio.text import CharTokenizer
 
 
@@ -40,24 +42,43 @@ def load_checkpoint_model(ckpt: str | Path) -> LinaSpeech:
     return model.eval()
 
 
-def generate_texts(model: LinaSpeech, texts: list[str], voice=None, seed: int = 0, batch_size: int = 32) -> list:
+def generate_texts(model: LinaSpeech, texts: list[str], voice=None, seed: int = 0, batch_size: int = 32, guard=True):
     """Codes [frames, n_q] (numpy int16) for each text, generated in batches on the model's device."""
     device = next(model.parameters()).device
     tokenizer, out = CharTokenizer(), []
     generator = torch.Generator(device).manual_seed(seed)
     for i in range(0, len(texts), batch_size):
         ids = pad_batch([torch.tensor(tokenizer.encode(t)) for t in texts[i : i + batch_size]], 0).to(device)
-        out += [c.cpu().numpy().astype(np.int16) for c in model.generate(ids, voice=voice, generator=generator)]
+        out += [
+            c.cpu().numpy().astype(np.int16) for c in model.generate(ids, voice=voice, generator=generator, guard=guard)
+        ]
     return out
+
+
+@torch.no_grad()
+def reads_text(model: LinaSpeech, dm: LinaSpeechDataModule, split: str = "test") -> dict:
+    """Teacher-forced loss on `split` with its texts, and with every character replaced by the space (id 3; same
+    lengths): equal losses mean a model that ignores the text (README, "Why the GPU model babbles")."""
+    device, sums = next(model.parameters()).device, {"loss_text": 0.0, "loss_one_char": 0.0}
+    tokens = 0
+    for batch in dm.loader(dm.utterances(split), shuffle=False):
+        text, audio_in, target = (batch[k].to(device) for k in ("text", "audio_in", "target"))
+        kept = int((target != BOS).sum())
+        for key, ids in (("loss_text", text), ("loss_one_char", torch.where(text > 0, 3, 0))):
+            sums[key] += float(model.loss(model.logits(ids, audio_in).float(), target)) * kept
+        tokens += kept
+    return {k: v / max(tokens, 1) for k, v in sums.items()}
 
 
 def speak_sets(model, dm: LinaSpeechDataModule, sentences: int, voice: str, ist_steps: int, seed: int = 0):
     """{set name: [(id, text, voice, codes)]} and the IST record (see the module docstring)."""
-    sets, info = {}, {}
+    sets, info = {}, reads_text(model, dm)
     test = sorted({u.text for u in dm.utterances("test")})[:sentences]
     start = time.perf_counter()
     sets["test"] = [(f"test{i}", t, None, c) for i, (t, c) in enumerate(zip(test, generate_texts(model, test)))]
     info["test_seconds"] = time.perf_counter() - start
+    free = generate_texts(model, test, guard=False)
+    sets["test_free"] = [(f"test{i}", t, None, c) for i, (t, c) in enumerate(zip(test, free))]
     refs = dm.utterances("ist_test", voice)[:sentences]
     texts = [u.text for u in refs]
     start = time.perf_counter()
@@ -114,10 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     model.to(args.device)
     dm = LinaSpeechDataModule(source="tokens", root=args.tokens)
     dm.setup("fit")
+    model.frames_per_token = model.frames_per_token or tuple(dm.frames_per_token())  # a model trained before it
     voice = args.voice or dm.table.voices("ist_train")[0]
     start = time.perf_counter()
     sets, info, tuned = speak_sets(model, dm, args.sentences, voice, args.ist_steps, args.seed)
-    info |= {"seconds": time.perf_counter() - start, "device": args.device}
+    info |= {"seconds": time.perf_counter() - start, "device": args.device, "max_frames": model.max_frames}
+    info["frames_per_token"] = model.frames_per_token
     info["parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)  # the codec aside
     write_speech(Path(args.out), sets, info)
     tuned.save(Path(args.out) / "voice.safetensors")

@@ -7,10 +7,12 @@
 # the GPU trains on the token table, generates codes and tunes a voice; the codes come back and
 # scripts/gpu/lina_judge.sh decodes and judges them here.
 # Phases, under one deadline (LINA_TOTAL_S, default 570 s, so that packing always happens inside the call):
-#   1. train GLA, experiment=lina_speech_gpu (d512, 4 heads, 4+4 GLA blocks, 40M params, bf16, Triton gla; 3 epochs),
-#      capped by trainer.max_time (LINA_TRAIN_S, default 360 s) -> metrics.json (val/test loss, acc, unigram)
-#   2. speak (~115 s on an H100): 30 held-out test sentences, IST on flite:rms (LINA_IST_STEPS=200), its 30
-#      ist_test sentences untuned/tuned -> speech.json + speech.npz + voice.safetensors
+#   1. train GLA, experiment=lina_speech_gpu (d512, 4 heads, 4+4 GLA blocks, 40M params, bf16, Triton gla; cosine
+#      over 1,800 steps, the guided-attention loss on), capped by trainer.max_time (LINA_TRAIN_S, default 360 s)
+#      -> metrics.json (val/test loss, acc, unigram), the curve (train/guide: is the alignment learnt?)
+#   2. speak (~130 s on an H100): 30 held-out test sentences with the length window and without it (the official
+#      stop rule), IST on flite:rms (LINA_IST_STEPS=200), its 30 ist_test sentences untuned/tuned
+#      -> speech.json + speech.npz + voice.safetensors
 #   3. optional (LINA_THROUGHPUT_S > 0, measured in session 12): throughput GLA recurrent vs softmax KV cache
 #   4. optional (LINA_TRANSFORMER_S > 0): the softmax baseline trained for that many seconds, same recipe
 # Back: $OUT/lina/summary.json (compact) and $OUT/lina/lina.tar.gz (everything small; no checkpoints): 2 files.
@@ -59,8 +61,8 @@ train() {  # $1 name, $2 seconds, $3 seconds kept for what follows, rest: overri
   CKPT=$run/checkpoints/best.ckpt
 }
 
-train gla "$TRAIN_S" 160  # 160 s kept: speak (113 s on the H100 in session 12) and packing
-timeout "$(budget $((150 * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.speak --ckpt "$CKPT" --tokens "$TOK" \
+train gla "$TRAIN_S" 170  # 170 s kept: speak (113 s on the H100 in session 12, + ~12 s of test_free) and packing
+timeout "$(budget $((160 * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.speak --ckpt "$CKPT" --tokens "$TOK" \
   --out "$W/res/speech" --device $DEV --sentences $SENT --ist-steps "$IST_STEPS" --voice "${LINA_VOICE:-flite:rms}" \
   > "$W/res/speak.log" 2>&1
 echo "speak: rc $?"

@@ -74,13 +74,10 @@ def dynamo_counts() -> dict:
     return {"graph_breaks": sum(counters["graph_break"].values()), "graphs": counters["stats"]["unique_graphs"]}
 
 
-def measure(
-    app: str, overrides: list[str], trainer: str, compiled, steps: int, warmup: int, pack: int = 0, method: str = ""
-) -> dict:
+def measure(app: str, overrides: list[str], trainer: str, compiled, steps: int, warmup: int, pack: int = 0) -> dict:
     """One row; `compiled` is the config's `compile` (False, True or a mode), `pack` > 0 packs the training
-    utterances into sequences of that many frames (benchmarks/packing.py); `method` compiles that method of the
-    model instead of its forward (the config's switch then stays off)."""
-    mode = "false" if method else str(compiled).lower() if isinstance(compiled, bool) else compiled
+    utterances into sequences of that many frames (benchmarks/packing.py)."""
+    mode = str(compiled).lower() if isinstance(compiled, bool) else compiled
     fixed = [f"app={app}", f"trainer={trainer}", f"compile={mode}", f"paths.root_dir={os.getcwd()}"]
     run = ["+trainer.limit_val_batches=0", f"+trainer.max_steps={steps + warmup}", "trainer.max_epochs=-1"]
     with initialize_config_dir(config_dir=CONFIG_DIR):
@@ -90,8 +87,6 @@ def measure(
     if pack:
         pack_train_split(datamodule, pack)
     model = build_model(cfg.model)
-    if method and compiled:
-        setattr(model, method, torch.compile(getattr(model, method), mode=None if compiled is True else compiled))
     params = sum(p.numel() for p in model.parameters())
     module = build_module(cfg, model)
     timer = StepTimer(warmup)
@@ -120,7 +115,6 @@ def main(argv: list[str] = ()) -> None:
     parser.add_argument("--trainer", default="gpu", help="the trainer config (cpu for a check without a GPU)")
     parser.add_argument("--compile", choices=tuple(MODES), default="both", help="all: eager, reduce-overhead, true")
     parser.add_argument("--pack-frames", type=int, default=0, help="train on utterances packed to this many frames")
-    parser.add_argument("--compile-method", default="", help="compile this model method, not forward (lina: logits)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--out", type=Path, help="folder of app_steps.json/.md (default benchmarks/results/<card>)")
@@ -129,7 +123,6 @@ def main(argv: list[str] = ()) -> None:
     device = info["device_name"].lower()
     out = args.out or RESULTS / next((c for c in ("h100", "h200") if c in device), device.replace(" ", "_"))
     overrides = " ".join(args.overrides) + (f" (packed to {args.pack_frames} frames)" if args.pack_frames else "")
-    overrides += f" (compiled: model.{args.compile_method})" if args.compile_method else ""
     for compiled in MODES[args.compile]:
         row = {"app": args.app, "overrides": overrides.strip(), "compiled": compiled, "steps": args.steps}
         try:
@@ -141,7 +134,6 @@ def main(argv: list[str] = ()) -> None:
                 args.steps,
                 args.warmup,
                 args.pack_frames,
-                args.compile_method,
             )
         except Exception as exc:  # noqa: BLE001 - a failed compile or OOM is a result too: record it, go on
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"

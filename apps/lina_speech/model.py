@@ -52,6 +52,8 @@ class LinaSpeech(nn.Module):
             and its weights then travel in the state dict (checkpoint, export), so predict needs no data folder.
     """
 
+    TRAINING_METHOD = "logits"  # what compile=true compiles besides forward (the export's one-step decoder)
+
     def __init__(
         self,
         n_q: int,

@@ -6,8 +6,8 @@
 #   1. biformer (variant tiny, 224 px, batch 64, bf16-mixed, experiment=biformer_paper; RandAugment and erasing
 #      off: the loader would time the host) on random 224 px JPEGs made here: eager, reduce-overhead, compile=true
 #   2. lina_speech (experiment=lina_speech_gpu's GLA decoder, d512) on 4,096-frame sequences packed from the
-#      carried token table (batch 8): eager, and its training path `model.logits` compiled (the app's compile=true
-#      compiles LinaSpeech.forward, the one-step decoder of generation and export, which training does not call)
+#      carried token table (batch 8): eager, compile=true (which compiles the training path `model.logits`, the
+#      model's TRAINING_METHOD, besides the one-step decoder `forward`)
 #   3. nestedmorph at experiment=nestedmorph_paper (64^3, batch 2): eager, compile=true (fewer steps: ~1.1 s each)
 #      (each phase's cap below is cut to what the deadline leaves; the last phases go first when time runs out)
 #   4. risurconv default (1,024 points): eager, compile=true
@@ -62,7 +62,7 @@ step() {  # $1: cap in s (cut to what the deadline leaves; KILL 10 s after: Ligh
   echo "rc $?"; grep -h '^{' "$R/$2"_*.log | sed 's/"overrides": "[^"]*", //' | cut -c1-300
 }
 step 150 --app biformer --compile all "${STEPS[@]}" --overrides "${BF[@]}"
-step 80 --app lina_speech --pack-frames $PACK --compile-method logits "${STEPS[@]}" --overrides "${LS[@]}"
+step 80 --app lina_speech --pack-frames $PACK "${STEPS[@]}" --overrides "${LS[@]}"
 step 80 --app nestedmorph "${NM_STEPS[@]}" --overrides "${NM[@]}"
 step 60 --app risurconv "${STEPS[@]}" --overrides "${RS[@]}"
 rm -rf "$IMG" "$R/runs"

@@ -60,6 +60,7 @@ def test_compile_reaches_the_method_training_goes_through():
         ("common.detection.detector:DINODetector", "common.detection.module:DetectionModule"),
         ("apps.stockformer.model:Stockformer", "apps.stockformer.module:StockformerModule"),
         ("apps.crypto_forecast.model:CryptoForecaster", "apps.crypto_forecast.module:CryptoForecastModule"),
+        ("apps.lina_speech.model:LinaSpeech", "apps.lina_speech.module:LinaSpeechModule"),
     ],
 )
 def test_models_name_the_method_their_module_trains_through(model_class, module_class):

@@ -9,7 +9,8 @@ with common.audio.features and cached under `data_dir`.
 Training batches are pieces with their consensus curves, or with `maml=true` lists of per-annotator tasks:
 `support` (one piece the annotator rated) and `query` (up to `query_size` other pieces they rated), each a
 (windows, clip, target) triple with the annotator's own ratings. Val and test are consensus pieces; the
-held-out annotators' tasks (`annotator_tasks("test")`) score personalisation.
+held-out annotators' tasks (`annotator_tasks("test")`) score personalisation; the training annotators' tasks on
+the val pieces (`annotator_tasks("val")`) are where its settings are chosen.
 """
 
 from __future__ import annotations
@@ -308,8 +309,9 @@ class DMERDataModule(SplitDataLoaders, DataCardMixin, L.LightningDataModule):
         return self.corpus.consensus[self.corpus.indices("train")].mean(0)
 
     def annotator_tasks(self, split: str) -> dict[str, list[tuple[int, np.ndarray]]]:
-        piece_split = "test" if split == "test" else "train"
-        return self.corpus.annotator_tasks(split, piece_split)
+        """annotator -> [(piece, rating)] on the pieces of `split`: the held-out annotators' for test, the training
+        annotators' for train and val (val: pieces the model never trained on, for choosing adaptation settings)."""
+        return self.corpus.annotator_tasks("test" if split == "test" else "train", split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split == "train" and self.maml:

@@ -37,6 +37,11 @@ def adapt(
     return params
 
 
+def adaptable(model: nn.Module, prefix: str = "") -> Params:
+    """The parameters the inner loop changes: those whose names start with `prefix` ("": all)."""
+    return {k: p for k, p in model.named_parameters() if k.startswith(prefix)}
+
+
 def call(model: nn.Module, params: Params, *args, **kwargs):
     """The model run with `params` in place of its parameters (its buffers as they are)."""
     return functional_call(model, params, args, kwargs, strict=False)
@@ -56,9 +61,11 @@ def meta_loss(
     steps: int,
     lr: float,
     first_order: bool = False,
+    prefix: str = "",
 ) -> torch.Tensor:
-    """Mean over tasks of the query loss after adapting to the support (differentiable in the model's parameters)."""
-    params = dict(model.named_parameters())
+    """Mean over tasks of the query loss after adapting to the support (differentiable in the model's parameters).
+    Only the parameters whose names start with `prefix` adapt; the others enter every task as they are."""
+    params = adaptable(model, prefix)
     losses = []
     with _without_cudnn(not first_order):
         for task in tasks:

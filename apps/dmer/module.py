@@ -5,7 +5,9 @@ Metrics (val and test, per piece then averaged, as the official code): `{arousal
 scores the per-step mean of the training curves (`mean_*`, the trivial baseline) and personalisation: for each
 held-out annotator, the model adapted to one of their pieces (`adapt_steps` gradient steps at `inner_lr`) is
 scored against the general model on their other pieces: `personal_{rmse,ccc}_{general,adapted}` (means over
-annotators of both dimensions' mean), `personal_{rmse,ccc}_gain` and its spread `personal_*_gain_std`.
+annotators of both dimensions' mean), `personal_{rmse,ccc}_gain` and its spread `personal_*_gain_std`. With
+`personal_split=val` the same is scored for the training annotators on the val pieces instead, where the
+adaptation's settings are chosen (`make eval app=dmer ARGS="module.personal_split=val ..."`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from apps.dmer.maml import Params, adapt, call, meta_loss
+from apps.dmer.maml import Params, adapt, adaptable, call, meta_loss
 from apps.dmer.scores import DIMENSIONS, ccc, diagonal_attention_loss, piece_scores, score_loss
 from common.data.distributed import SplitRows, all_gather_rows
-from common.errors import check_range
+from common.errors import ConfigError, check_choice, check_range
 from common.utils.modes import eval_mode
 from common.utils.schedulers import with_scheduler
 
@@ -35,7 +37,11 @@ class DMERModule(L.LightningModule):
     diag_weight: weight of the diagonal attention loss (official: 1).
     maml: meta-learn over per-annotator tasks (PDMER) instead of plain training on the consensus (DMER).
     inner_lr, adapt_steps, first_order: the inner loop, used by meta-training and by the personalisation test.
-    personal_supports: support pieces tried per held-out annotator in the personalisation test.
+    adapt_prefix: the inner loop changes only the parameters whose names start with it ("": all; "head.": the
+        BiLSTM head, the config's default: adapting the whole model to one piece fits that piece's errors, README).
+    personal_supports: support pieces tried per annotator in the personalisation test.
+    personal_split: whose personalisation the test scores: test (the held-out annotators on the test pieces) or
+        val (the training annotators on the val pieces: for choosing the adaptation's settings).
     """
 
     def __init__(
@@ -48,17 +54,22 @@ class DMERModule(L.LightningModule):
         inner_lr: float = 0.01,
         adapt_steps: int = 16,
         first_order: bool = False,
+        adapt_prefix: str = "",
         personal_supports: int = 3,
+        personal_split: str = "test",
     ):
         super().__init__()
         check_range("diag_weight", diag_weight, 0.0)
         check_range("inner_lr", inner_lr, 0.0, low_inclusive=False)
         check_range("adapt_steps", adapt_steps, 0)
+        check_choice("personal_split", personal_split, ("test", "val"))
+        if not adaptable(model, adapt_prefix):
+            raise ConfigError("adapt_prefix", adapt_prefix, "the start of some parameter names, e.g. head. ('': all)")
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.diag_weight, self.maml = diag_weight, maml
         self.inner_lr, self.adapt_steps, self.first_order = inner_lr, adapt_steps, first_order
-        self.personal_supports = personal_supports
+        self.adapt_prefix, self.personal_supports, self.personal_split = adapt_prefix, personal_supports, personal_split
         self._outputs = {"val": SplitRows(), "test": SplitRows()}
 
     # ---- losses ---------------------------------------------------------------------------------------------
@@ -80,7 +91,13 @@ class DMERModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.maml:
             loss = meta_loss(
-                self.model, batch, self._functional_loss, self.adapt_steps, self.inner_lr, self.first_order
+                self.model,
+                batch,
+                self._functional_loss,
+                self.adapt_steps,
+                self.inner_lr,
+                self.first_order,
+                self.adapt_prefix,
             )
             size = len(batch)
         else:
@@ -139,17 +156,20 @@ class DMERModule(L.LightningModule):
         set's statistics (one piece's batch statistics rescale its key features: adapting then hurt, README)."""
         # Lightning tests under inference mode, whose tensors take no gradient: step out of it for the inner loop.
         with torch.inference_mode(False), torch.enable_grad(), eval_mode(self.model):
-            params = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+            params = {k: p.detach().clone() for k, p in adaptable(self.model, self.adapt_prefix).items()}
             support = tuple(t.clone() for t in support)
             adapted = adapt(self.model, params, self._functional_loss, support, self.adapt_steps, self.inner_lr, True)
         return {k: p.detach() for k, p in adapted.items()}
 
     @torch.no_grad()
     def personalisation(self, datamodule) -> dict[str, float]:
-        """General vs adapted RMSE and CCC on each held-out annotator's other pieces, averaged over supports.
+        """General vs adapted RMSE and CCC on each annotator's other pieces (of `personal_split`), averaged over
+        supports.
         Under DDP each rank adapts to its share of the annotators and the rows are gathered: every annotator
         once, with the numbers of one process (each annotator's dropout draws are seeded by its index)."""
-        tasks = [rated for _, rated in sorted(datamodule.annotator_tasks("test").items()) if len(rated) >= 2]
+        tasks = [
+            rated for _, rated in sorted(datamodule.annotator_tasks(self.personal_split).items()) if len(rated) >= 2
+        ]
         if not tasks or self.adapt_steps == 0:
             return {}
         mine = list(range(self.global_rank, len(tasks), self.trainer.world_size))

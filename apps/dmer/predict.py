@@ -6,8 +6,8 @@ window of overlap, as the official inference does; overlapping predictions are a
 
 `ARGS="adapt=<csv>"` personalises first: the CSV is one piece annotated by the listener, with columns
 `audio` (its sound file, relative to the CSV's folder), `time` (seconds), `arousal`, `valence` (in [-1, 1]),
-one row per 2 Hz step and at least the model's `steps` rows; the model takes ADAPT_STEPS gradient steps on
-it (the module's defaults) before predicting.
+one row per 2 Hz step and at least the model's `steps` rows; the model's ADAPT_PREFIX parameters take
+ADAPT_STEPS gradient steps at ADAPT_LR on it (the module's defaults in configs/app/dmer.yaml) before predicting.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from apps.dmer.data import clip_input, step_inputs
 from apps.dmer.maml import adapt as adapt_params
-from apps.dmer.maml import call
+from apps.dmer.maml import adaptable, call
 from apps.dmer.plots import plot_prediction
 from apps.dmer.scores import diagonal_attention_loss, score_loss
 from common.audio.features import chroma, log_mel, rms_db
@@ -33,7 +33,7 @@ FORMATS = (".wav", ".mp3", ".flac", ".ogg")
 WINDOW_SECONDS, STEP_RATE = 5.0, 2.0
 MIN_SECONDS = WINDOW_SECONDS  # one full spectrogram window
 SILENCE_DB = -60.0  # loudest 0.1 s frame below this: nothing to hear
-ADAPT_STEPS, ADAPT_LR = 16, 0.01  # the module's adapt_steps and inner_lr defaults
+ADAPT_STEPS, ADAPT_LR, ADAPT_PREFIX = 16, 0.003, "head."  # the module's adapt_steps, inner_lr, adapt_prefix defaults
 ADAPT_COLUMNS = ("audio", "time", "arousal", "valence")
 
 
@@ -115,7 +115,7 @@ def personalise(model, csv_path: Path) -> dict[str, torch.Tensor]:
         pred, local_w, global_w = call(m, params, batch[0], batch[1], return_attention=True)
         return score_loss(pred, batch[2]) + (0 if local_w is None else diagonal_attention_loss(local_w, global_w))
 
-    params = {k: p.detach() for k, p in model.named_parameters()}
+    params = {k: p.detach() for k, p in adaptable(model, ADAPT_PREFIX).items()}
     with torch.enable_grad(), eval_mode(model):  # the training set's BatchNorm statistics, as the test's
         adapted = adapt_params(model, params, loss, support, ADAPT_STEPS, ADAPT_LR, first_order=True)
     return {k: p.detach() for k, p in adapted.items()}

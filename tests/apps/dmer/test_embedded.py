@@ -4,11 +4,13 @@ pieces held out, test pieces rated only by held-out annotators, the consensus is
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import soundfile
 
 from apps.dmer.corpus import read_embedded, seeded_splits
+from apps.dmer.data import DMERDataModule
 from apps.dmer.embedded import assign_ratings, build_embedded
 
 
@@ -32,6 +34,14 @@ def test_a_small_build_reads_back_as_a_corpus(tmp_path):
     assert raters == {a for a, s in corpus.annotator_split.items() if s == "test"} and len(raters) == 2
     mean = np.mean([r for piece, _, r in corpus.ratings if piece == test], axis=0)
     assert np.allclose(corpus.consensus[test], mean, atol=1e-6)
+    # personalisation tasks: the held-out annotators on the test pieces; val (where the adaptation's settings are
+    # chosen): the training annotators on the val pieces, which no model trains on
+    tasks = {split: DMERDataModule.annotator_tasks(SimpleNamespace(corpus=corpus), split) for split in ("val", "test")}
+    assert set(tasks["test"]) == raters and len(tasks["val"]) == 2
+    for split, by_annotator in tasks.items():
+        for who, rated in by_annotator.items():
+            assert corpus.annotator_split[who] == ("test" if split == "test" else "train")
+            assert {piece for piece, _ in rated} == set(corpus.indices(split))
 
 
 def test_rating_assignment_keeps_held_out_annotators_on_test_pieces():

@@ -124,3 +124,18 @@ def test_predictor_names_unsupported_unreadable_short_and_silent_files(tmp_path,
         write_wav(path, content, 22050)
     with pytest.raises(InputError, match=problem):
         read_recording(path, 22050, 0.2)
+
+
+def test_predict_personalises_as_the_module_does():
+    """`predict adapt=` (an export carries no module config) adapts with constants that must be the module's
+    defaults in configs/app/dmer.yaml, or a user's personalisation differs from the one the README measures."""
+    from omegaconf import OmegaConf
+
+    from apps.dmer import predict
+
+    module = OmegaConf.load("configs/app/dmer.yaml").module
+    assert (
+        module.adapt_steps,
+        module.inner_lr,
+        module.adapt_prefix,
+    ) == (predict.ADAPT_STEPS, predict.ADAPT_LR, predict.ADAPT_PREFIX)

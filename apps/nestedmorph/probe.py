@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--ms", type=float, default=0.0, help="weight of a second LNCC on 2x average-pooled volumes")
     p.add_argument("--data-dir", default="data/nestedmorph")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--upstream-lr", type=float, help="lr of all but the last decoder stage's blocks and the head")
     p.add_argument(
         "--bf16",
         default="",
@@ -74,7 +75,13 @@ def main() -> None:
     module = NestedMorphModule(model, optimizer=None, smoothness=a.smooth, ncc_window=a.window)
     if a.bf16:
         in_bf16(model.net if a.bf16 == "all" else model, set(a.bf16.split(",")))
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr, amsgrad=bool(a.amsgrad))
+    head = ("net.stages.2.norm", "net.stages.2.blocks", "net.stages.2.up", "net.last", "net.flow")
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if n.startswith(head)]}]
+    groups.append({"params": [p for n, p in named if not n.startswith(head)]})
+    if a.upstream_lr is not None:
+        groups[1]["lr"] = a.upstream_lr
+    opt = torch.optim.Adam(groups, lr=a.lr, amsgrad=bool(a.amsgrad))
     epochs = a.steps / EPOCH
 
     def factor(step: int) -> float:

@@ -1,9 +1,13 @@
 """Cheap validation probe (README, session 13): train the network `--steps` steps on fresh training pairs, one
 pair a step, Adam (amsgrad) with the config's poly decay per 120-step epoch, then score the validation pairs.
 
-One change at a time against the default (32^3, widths 16..128, Adam 3e-3, lambda 1, seed 42):
+One change at a time against the fp32 default (32^3, widths 16..128, Adam 3e-3, lambda 1, seed 42):
 
     OMP_NUM_THREADS=1 python -m apps.nestedmorph.probe --steps 600 [--lr 6e-3 --warmup 50 | --smooth 0.1 | ...]
+    OMP_NUM_THREADS=1 python -m apps.nestedmorph.probe --steps 240 --bf16 net.stages.2.fusion   # (session 14)
+
+`--bf16` runs only the named modules (classes or module names, or `all`) under bf16 autocast;
+`--upstream-lr` sets the rate of every parameter before the last decoder stage's blocks.
 
 Prints the val means (SSIM, Dice, HD95, SDlogJ, folding, identity) and the training CPU seconds as JSON.
 """

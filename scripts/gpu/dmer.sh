@@ -40,12 +40,12 @@ else
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader > "$R/gpu.txt" 2>/dev/null
 
-timeout $P1 "$PY" -m common.pipeline.train -m "${COMMON[@]}" model.arch=dsaml,bilstm > "$R/train_dmer.log" 2>&1
+timeout -k 10 $P1 "$PY" -m common.pipeline.train -m "${COMMON[@]}" model.arch=dsaml,bilstm > "$R/train_dmer.log" 2>&1
 echo "phase 1 (dsaml, bilstm): rc $? after ${SECONDS}s"
 LEFT=$((BUDGET - SECONDS - 30))
 if [ "$LEFT" -ge 40 ]; then
   hms=$(printf '00:00:%02d:%02d' $((LEFT / 60)) $((LEFT % 60)))
-  timeout $((LEFT + 30)) "$PY" -m common.pipeline.train "${COMMON[@]}" module.maml=true module.first_order=true \
+  timeout -k 10 $((LEFT + 30)) "$PY" -m common.pipeline.train "${COMMON[@]}" module.maml=true module.first_order=true \
     "+trainer.max_time=$hms" > "$R/train_maml.log" 2>&1
   echo "phase 2 (maml, ${LEFT}s): rc $? after ${SECONDS}s"
 fi

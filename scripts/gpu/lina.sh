@@ -51,7 +51,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$W/res/gpu.txt
 train() {  # $1 name, $2 seconds, $3 seconds kept for what follows, rest: overrides
   local name=$1 secs=$2 keep=$3; shift 3
   local hms; hms=$(printf '00:00:%02d:%02d' $((secs / 60)) $((secs % 60)))
-  timeout "$(budget $(((secs + 90) * SLOW)) $((keep * SLOW)))" "$PY" -m common.pipeline.train "${COMMON[@]}" \
+  timeout -k 10 "$(budget $(((secs + 90) * SLOW)) $((keep * SLOW)))" "$PY" -m common.pipeline.train "${COMMON[@]}" \
     "+trainer.max_time=$hms" "$@" > "$W/res/train_$name.log" 2>&1
   echo "train $name: rc $?"
   local run; run=$(readlink -f "$W/runs/lina_speech/latest")
@@ -62,13 +62,13 @@ train() {  # $1 name, $2 seconds, $3 seconds kept for what follows, rest: overri
 }
 
 train gla "$TRAIN_S" 170  # 170 s kept: speak (113 s on the H100 in session 12, + ~12 s of test_free) and packing
-timeout "$(budget $((160 * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.speak --ckpt "$CKPT" --tokens "$TOK" \
+timeout -k 10 "$(budget $((160 * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.speak --ckpt "$CKPT" --tokens "$TOK" \
   --out "$W/res/speech" --device $DEV --sentences $SENT --ist-steps "$IST_STEPS" --voice "${LINA_VOICE:-flite:rms}" \
   > "$W/res/speak.log" 2>&1
 echo "speak: rc $?"
 if [ "$THROUGHPUT_S" -gt 0 ]; then
   # shellcheck disable=SC2086
-  timeout "$(budget $((THROUGHPUT_S * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.throughput --device $DEV \
+  timeout -k 10 "$(budget $((THROUGHPUT_S * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.throughput --device $DEV \
     $SIZES --lengths $LENGTHS --out "$W/res/throughput.json" > "$W/res/throughput.log" 2>&1
   echo "throughput: rc $?"
 fi

@@ -39,14 +39,14 @@ RUNS=("nestedmorph model.arch=nestedmorph" "voxelmorph model.arch=voxelmorph")
 [ "${FP32:-0}" = 1 ] && RUNS+=("nestedmorph_fp32 model.arch=nestedmorph ++trainer.precision=32")
 for run in "${RUNS[@]}"; do
   read -r name overrides <<< "$run"
-  timeout $((T + PAD)) "$PY" -m common.pipeline.train "${COMMON[@]}" $overrides "+trainer.max_time=$(hms $T)" "paths.runs_dir=$W/runs/$name" \
+  timeout -k 10 $((T + PAD)) "$PY" -m common.pipeline.train "${COMMON[@]}" $overrides "+trainer.max_time=$(hms $T)" "paths.runs_dir=$W/runs/$name" \
     > "$R/train_$name.log" 2>&1 &
 done
 wait
 echo "phase 1 (default, ${#RUNS[@]} runs side by side, ${T}s of training each): done after ${SECONDS}s"
 LEFT=$((BUDGET - SECONDS - 95))  # the 64^3 test phase takes ~60-90 s
 if [ "$LEFT" -ge 40 ]; then
-  timeout $((LEFT + 95)) "$PY" -m common.pipeline.train "${COMMON[@]}" "${PAPER[@]}" "+trainer.max_time=$(hms $LEFT)" "paths.runs_dir=$W/runs/paper" \
+  timeout -k 10 $((LEFT + 95)) "$PY" -m common.pipeline.train "${COMMON[@]}" "${PAPER[@]}" "+trainer.max_time=$(hms $LEFT)" "paths.runs_dir=$W/runs/paper" \
     > "$R/train_paper.log" 2>&1
   echo "phase paper (64^3, ${LEFT}s of training): rc $? after ${SECONDS}s"
 fi

@@ -26,7 +26,7 @@ if [ "${TINY:-0}" = 1 ]; then
        data.max_object_size=64 model.num_queries=30 model.num_dn_queries=10 model.num_attn_tokens=20 data.num_workers=0)
   NM+=(data.num_workers=0)
 fi
-step() { local secs=$1; shift; timeout "$secs" "$PY" -m benchmarks.app_steps "${STEPS[@]}" --out "$R" "$@" 2>&1 | tail -3; }
+step() { local secs=$1; shift; timeout -k 10 "$secs" "$PY" -m benchmarks.app_steps "${STEPS[@]}" --out "$R" "$@" 2>&1 | tail -3; }
 if [ "${TINY:-0}" != 1 ]; then  # the target first: BiFormer-T at batch 64 against the official code
   timeout 45 "$PY" -m benchmarks.routing_host 2>&1 | tail -2
   timeout 200 "$PY" -m benchmarks.app_throughput --batches 64 --models biformer --official _official/BiFormer \

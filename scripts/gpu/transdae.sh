@@ -36,7 +36,7 @@ nvidia-smi --query-gpu=name --format=csv,noheader > "$R/gpu.txt" 2>/dev/null
 
 # the two small models side by side (each leaves the GPU mostly idle), each capped so phase 2 keeps >= 30 s
 for arch in transdae unet; do
-  timeout $T1 "$PY" -m common.pipeline.train "${COMMON[@]}" model.arch=$arch "+trainer.max_time=$CAP" \
+  timeout -k 10 $T1 "$PY" -m common.pipeline.train "${COMMON[@]}" model.arch=$arch "+trainer.max_time=$CAP" \
     "paths.runs_dir=$W/runs/$arch" > "$R/train_$arch.log" 2>&1 &
 done
 wait
@@ -44,7 +44,7 @@ echo "phase 1 (default, transdae + unet in parallel): done after ${SECONDS}s"
 LEFT=$((BUDGET - SECONDS - 25))
 if [ "$LEFT" -ge 30 ]; then
   hms=$(printf '00:00:%02d:%02d' $((LEFT / 60)) $((LEFT % 60)))
-  timeout $((LEFT + 25)) "$PY" -m common.pipeline.train "${COMMON[@]}" "${PAPER[@]}" "+trainer.max_time=$hms" \
+  timeout -k 10 $((LEFT + 25)) "$PY" -m common.pipeline.train "${COMMON[@]}" "${PAPER[@]}" "+trainer.max_time=$hms" \
     "paths.runs_dir=$W/runs/paper" \
     > "$R/train_paper.log" 2>&1
   echo "phase 2 (paper size, ${LEFT}s): rc $? after ${SECONDS}s"

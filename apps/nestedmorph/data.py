@@ -21,7 +21,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from monai.networks.blocks import Warp
 from torch.utils.data import DataLoader, Dataset
 
 from common.data.cache import build_once
@@ -32,7 +31,7 @@ from common.medical.brains import load_brain
 from common.medical.deform import draw_field, intensity_change
 from common.medical.reg_pairs import pair_folders, read_pair
 from common.medical.reg_tissue import tissue_labels
-from common.medical.warp import cube_grid, resample, warp_labels
+from common.medical.warp import TraceableWarp, cube_grid, resample, warp_labels
 
 FORMAT_VERSION = 2  # 2: labels resampled class by class (common.medical.warp)
 SPLIT_BRAINS = {"train": ("mni152", "macaque"), "val": ("mni152", "macaque"), "test": ("colin27",)}
@@ -77,7 +76,7 @@ class SyntheticPairs(Dataset):
 
     def __init__(self, brains: list[dict], n: int, max_shift: float, seed: int | None):
         self.brains, self.n, self.max_shift, self.seed = brains, n, max_shift, seed
-        self.warp_image = Warp("bilinear", "zeros")
+        self.warp_image = TraceableWarp("bilinear", "zeros")
 
     def __len__(self) -> int:
         return self.n

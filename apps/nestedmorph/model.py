@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 
 import torch
-from monai.networks.blocks import DVF2DDF, Warp
+from monai.networks.blocks import DVF2DDF
 from monai.networks.nets import VoxelMorph
 from torch import nn
 
@@ -27,6 +27,7 @@ from apps.nestedmorph.blocks import (
     to_tokens,
 )
 from common.errors import ConfigError, check_choice, check_range
+from common.medical.warp import TraceableWarp
 
 ARCHS = ("nestedmorph", "voxelmorph")
 # MONAI warns on every Warp that its compiled resampler is absent; torch's grid_sample is the one we want.
@@ -146,8 +147,10 @@ class RegistrationNet(nn.Module):
             self.net = VoxelMorph()  # MONAI's default: UNet (16, 32, 32, 32, 32, 32), 7 integration steps
             integrate = self.net.dvf2ddf.num_steps  # run below as VoxelMorph.forward does (full resolution)
         self.arch, self.size = arch, int(size)
-        self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.warp = TraceableWarp(mode="bilinear", padding_mode="zeros")
         self.integrate = DVF2DDF(int(integrate), mode="bilinear", padding_mode="zeros") if integrate else None
+        if self.integrate is not None:
+            self.integrate.warp_layer = TraceableWarp(mode="bilinear", padding_mode="zeros")
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """moving, fixed: [B, 1, S, S, S] -> (warped [B, 1, S, S, S], ddf [B, 3, S, S, S] in voxels).

@@ -53,13 +53,28 @@ def resample(volume: np.ndarray, affine: np.ndarray, grid: np.ndarray, size: int
     return values[np.argmax([sample(volume == v) for v in values], axis=0)].astype(np.int64)
 
 
+class TraceableWarp(Warp):
+    """MONAI's `Warp` with its reference grid built on every call by plain tensor ops.
+
+    MONAI caches the grid on the module after building it with a helper that dynamo cannot trace (its `meshgrid_ij`
+    reads `torch.meshgrid.__kwdefaults__`) and marks it with a `requires_grad` setattr, which breaks a compiled
+    graph each time it is traced; an arange and a meshgrid per call cost nothing beside grid_sample.
+    """
+
+    def get_reference_grid(self, ddf: torch.Tensor, jitter: bool = False, seed: int = 0) -> torch.Tensor:
+        if jitter:
+            return super().get_reference_grid(ddf, jitter, seed)
+        axes = [torch.arange(n, device=ddf.device, dtype=ddf.dtype) for n in ddf.shape[2:]]
+        return torch.stack(torch.meshgrid(*axes, indexing="ij")).expand(ddf.shape[0], -1, *ddf.shape[2:])
+
+
 def warp_labels(labels: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
     """Int label maps [B, 1, D, H, W] moved by MONAI's displacement `ddf` [B, 3, D, H, W] (voxels), class by
     class (see the module docstring); labels >= 0, background (0) outside the volume."""
     values = torch.unique(torch.cat([labels.new_zeros(1), labels.flatten()]))
     index = torch.searchsorted(values, labels[:, 0])
     one_hot = torch.nn.functional.one_hot(index, len(values)).permute(0, 4, 1, 2, 3).to(ddf.dtype)
-    return values[Warp("bilinear", "zeros")(one_hot, ddf).argmax(1, keepdim=True)]
+    return values[TraceableWarp("bilinear", "zeros")(one_hot, ddf).argmax(1, keepdim=True)]
 
 
 def resized_affine(affine: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.networks.blocks import Warp
 
 from common.medical.deform import MIN_JACOBIAN, draw_field, intensity_change
 from common.medical.jacobian import jacobian_determinant
-from common.medical.warp import cube_grid, resample, resized_affine, warp_labels
+from common.medical.warp import TraceableWarp, cube_grid, resample, resized_affine, warp_labels
 
 
 def test_fields_are_seeded_bounded_and_never_fold():
@@ -74,3 +75,12 @@ def test_warp_labels_moves_labels_and_invents_none():
     half = warp_labels(labels, shift * 0.4)  # between voxels: each voxel takes the heavier of its two neighbours
     assert set(half.unique().tolist()) == {0, 7, 300}
     torch.testing.assert_close(half, labels)  # 0.4 of a voxel: the nearer neighbour, i.e. no move
+
+
+def test_traceable_warp_matches_monai_and_compiles_without_graph_breaks():
+    g = torch.Generator().manual_seed(0)
+    image, ddf = torch.rand(2, 1, 6, 7, 8, generator=g), 2 * torch.randn(2, 3, 6, 7, 8, generator=g)
+    warp = TraceableWarp("bilinear", "zeros")
+    torch.testing.assert_close(warp(image, ddf), Warp("bilinear", "zeros")(image, ddf), rtol=0, atol=1e-6)
+    explained = torch._dynamo.explain(TraceableWarp("bilinear", "zeros"))(image, ddf)
+    assert explained.graph_break_count == 0, explained.break_reasons

@@ -149,18 +149,11 @@ class BlindCrossAttention(nn.Module):
             expected_pos = softmax_attention(q, k, pos, mask=mask, dropout_p=p)[:, 0]  # [B, T, pos_dim]
             moved, state = self.pos_net(expected_pos, state, step)
             return softmax_attention(moved[:, None], pos, v, mask=mask, dropout_p=p)[:, 0], state
-        content = _attention_weights(q[:, 0], k[:, 0], mask)  # the same two attentions, their weights kept
-        moved, state = self.pos_net(F.dropout(content, p, self.training).to(pos.dtype) @ pos[:, 0], state, step)
-        position = _attention_weights(moved, pos[:, 0], mask)
-        out = F.dropout(position, p, self.training).to(v.dtype) @ v[:, 0]
-        return out, state, torch.stack([content, position], dim=1)
-
-
-def _attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) [B, T, S] over the unmasked keys, in fp32 under bf16 autocast."""
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-    return scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+        # the same two attentions through the core's explicit path, their weights kept
+        expected_pos, content = softmax_attention(q, k, pos, mask=mask, dropout_p=p, return_weights=True)
+        moved, state = self.pos_net(expected_pos[:, 0], state, step)
+        out, position = softmax_attention(moved[:, None], pos, v, mask=mask, dropout_p=p, return_weights=True)
+        return out[:, 0], state, torch.cat([content, position], dim=1)
 
 
 def guided_attention_loss(att: torch.Tensor, text_len: torch.Tensor, frames: torch.Tensor, sigma: float = 0.2):

@@ -51,16 +51,17 @@ class LinaSpeechModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         text, target, n = batch["text"], batch["target"], len(batch["target"])
-        if not self.guide:
-            loss = self.model.loss(self.model.logits(text, batch["audio_in"]), target)
-            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-            return loss
-        logits, att = self.model.logits(text, batch["audio_in"], weights=True)
+        if self.guide:
+            logits, att = self.model.logits(text, batch["audio_in"], weights=True)
+        else:
+            logits, att = self.model.logits(text, batch["audio_in"]), None
         loss = self.model.loss(logits, target)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        if att is None:
+            return loss
         frames = (target[..., 0] >= NUM_SPECIALS).sum(1)  # quantizer 0's codes: the utterance's frames
         text_len = (text != 0).sum(1)  # both attentions guided: the position one is what reads the text's values
         guide = sum(guided_attention_loss(att[:, i], text_len, frames, self.guide_sigma) for i in range(2)) / 2
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/guide", guide, on_step=False, on_epoch=True, batch_size=n)
         return loss + self.guide * guide
 

@@ -34,8 +34,13 @@ from common.pipeline.runs import CONFIG_DIR
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # --compile: the `compile` values measured, in order (the new mode before compile=true: a cut run keeps it)
-MODES = {"both": (False, True), "no": (False,), "yes": (True,), "reduce-overhead": ("reduce-overhead",)}
-MODES["all"] = (False, "reduce-overhead", True)
+MODES = {
+    "both": (False, True),
+    "no": (False,),
+    "yes": (True,),
+    "reduce-overhead": ("reduce-overhead",),
+    "all": (False, "reduce-overhead", True),
+}
 
 
 def _sync() -> None:
@@ -126,15 +131,7 @@ def main(argv: list[str] = ()) -> None:
     for compiled in MODES[args.compile]:
         row = {"app": args.app, "overrides": overrides.strip(), "compiled": compiled, "steps": args.steps}
         try:
-            row |= measure(
-                args.app,
-                args.overrides,
-                args.trainer,
-                compiled,
-                args.steps,
-                args.warmup,
-                args.pack_frames,
-            )
+            row |= measure(args.app, args.overrides, args.trainer, compiled, args.steps, args.warmup, args.pack_frames)
         except Exception as exc:  # noqa: BLE001 - a failed compile or OOM is a result too: record it, go on
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         print(json.dumps(row), flush=True)

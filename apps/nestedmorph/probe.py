@@ -32,11 +32,11 @@ def as_batch(item: dict) -> dict:
     return {k: (v[None] if torch.is_tensor(v) else torch.tensor([v])) for k, v in item.items()}
 
 
-def in_bf16(root: torch.nn.Module, classes: set[str]) -> None:
-    """Run `root` (or its submodules of these classes or names) under CPU bf16 autocast, as bf16-mixed does."""
-    chosen = [root] if classes == {"all"} else [m for n, m in root.named_modules() if {type(m).__name__, n} & classes]
-    for m in chosen:
-        m.forward = _autocast(m.forward)
+def in_bf16(root: torch.nn.Module, names: set[str]) -> None:
+    """Run the submodules of `root` with these class or module names under CPU bf16 autocast, as bf16-mixed does."""
+    for name, m in root.named_modules():
+        if {type(m).__name__, name} & names:
+            m.forward = _autocast(m.forward)
 
 
 def _autocast(forward):
@@ -78,7 +78,7 @@ def main() -> None:
     model = RegistrationNet(size=32, dims=dims, integrate=a.integrate)
     module = NestedMorphModule(model, optimizer=None, smoothness=a.smooth, ncc_window=a.window)
     if a.bf16:
-        in_bf16(model.net if a.bf16 == "all" else model, set(a.bf16.split(",")))
+        in_bf16(model, {"net"} if a.bf16 == "all" else set(a.bf16.split(",")))  # net: the whole network
     head = ("net.stages.2.norm", "net.stages.2.blocks", "net.stages.2.up", "net.last", "net.flow")
     named = list(model.named_parameters())
     groups = [{"params": [p for n, p in named if n.startswith(head)]}]

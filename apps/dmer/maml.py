@@ -31,9 +31,10 @@ def adapt(
     # function may not update tensors it closes over. The inner steps update this copy only.
     buffers = {k: b.clone() for k, b in model.named_buffers()}
     step = grad(lambda p, b: loss_fn(model, p | b, support))
-    for _ in range(steps):
-        grads = step(params, buffers)
-        params = {k: p - lr * (grads[k].detach() if first_order else grads[k]) for k, p in params.items()}
+    with _without_cudnn(True):  # torch.func's gradient-tracking tensors have no storage, which cuDNN's LSTM reads
+        for _ in range(steps):
+            grads = step(params, buffers)
+            params = {k: p - lr * (grads[k].detach() if first_order else grads[k]) for k, p in params.items()}
     return params
 
 

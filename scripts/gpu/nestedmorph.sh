@@ -29,7 +29,7 @@ if [ "${TINY:-0}" = 1 ]; then
 else
   COMMON+=(trainer=gpu data.num_workers=${WORKERS:-4} data.train_pairs=200)
   [ "${PREC:-}" = 32 ] && COMMON+=(trainer.precision=32)
-  BUDGET=${BUDGET:-330}; T=${T:-55}; PAD=60
+  BUDGET=${BUDGET:-330}; T=${T:-55}; PAD=${PAD:-120}  # start-up, cube build and test pairs under load
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader > "$R/gpu.txt" 2>/dev/null
 hms() { printf '00:00:%02d:%02d' $(($1 / 60)) $(($1 % 60)); }
@@ -44,9 +44,10 @@ for run in "${RUNS[@]}"; do
 done
 wait
 echo "phase 1 (default, ${#RUNS[@]} runs side by side, ${T}s of training each): done after ${SECONDS}s"
-LEFT=$((BUDGET - SECONDS - 95))  # the 64^3 test phase takes ~60-90 s
+TEST_PAD=${TEST_PAD:-120}  # start-up and the 64^3 test pairs (~60-90 s alone)
+LEFT=$((BUDGET - SECONDS - TEST_PAD))
 if [ "$LEFT" -ge 40 ]; then
-  timeout -k 10 $((LEFT + 95)) "$PY" -m common.pipeline.train "${COMMON[@]}" "${PAPER[@]}" "+trainer.max_time=$(hms $LEFT)" "paths.runs_dir=$W/runs/paper" \
+  timeout -k 10 $((LEFT + TEST_PAD)) "$PY" -m common.pipeline.train "${COMMON[@]}" "${PAPER[@]}" "+trainer.max_time=$(hms $LEFT)" "paths.runs_dir=$W/runs/paper" \
     > "$R/train_paper.log" 2>&1
   echo "phase paper (64^3, ${LEFT}s of training): rc $? after ${SECONDS}s"
 fi

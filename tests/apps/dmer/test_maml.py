@@ -50,6 +50,20 @@ def test_inner_loop_is_gradient_descent_on_the_support():
     assert after < before
 
 
+def test_inner_loop_runs_without_cudnn():
+    """torch.func.grad's tensors have no storage: cuDNN's LSTM (flatten_parameters) fails on them on a GPU."""
+    model, tasks = _setup()
+    seen, before = [], torch.backends.cudnn.enabled
+
+    def loss(model, params, batch):
+        seen.append(torch.backends.cudnn.enabled)
+        return _loss(model, params, batch)
+
+    adapt(model, dict(model.named_parameters()), loss, tasks[0]["support"], steps=2, lr=0.1)
+    assert seen == [False, False]
+    assert torch.backends.cudnn.enabled == before  # restored after
+
+
 def test_meta_gradient_matches_autograd_second_and_first_order():
     for first_order in (False, True):
         model, tasks = _setup()

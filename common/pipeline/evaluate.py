@@ -40,7 +40,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(run_cfg, stage="test")
     module = build_module(run_cfg, build_model(run_cfg.model))
     trainer = build_trainer(cfg.trainer, logger=False, plugins=[AtomicCheckpointIO()], max_epochs=1)
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False, weights_only=True)
     test = split_metrics(results[0], "test/")
     metrics = {
         "app": cfg.app_name,

@@ -105,7 +105,7 @@ def train(cfg: DictConfig) -> dict:
     best_ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     try:
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         train_seconds = time.perf_counter() - start
         val = split_metrics(trainer.callback_metrics, "val/")
 
@@ -115,7 +115,9 @@ def train(cfg: DictConfig) -> dict:
                 test_ckpt = best_ckpt.best_model_path if best_ckpt else None
             else:  # the final epoch: last.ckpt, or the weights in memory if the epoch never ended (max_epochs=0)
                 test_ckpt = str(last.path) if last.path.is_file() else None
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False)
+            results = trainer.test(
+                module, datamodule=datamodule, ckpt_path=test_ckpt or None, verbose=False, weights_only=True
+            )
             test = split_metrics(results[0] if results else {}, "test/")
     except SystemExit as exc:  # Lightning's answer to SIGTERM (status 0) and Ctrl-C (status 1)
         if not trainer.interrupted:

@@ -40,12 +40,15 @@ else
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader > "$R/gpu.txt" 2>/dev/null
 
-timeout -k 10 $P1 "$PY" -m common.pipeline.train -m "${COMMON[@]}" model.arch=dsaml,bilstm > "$R/train_dmer.log" 2>&1
-echo "phase 1 (dsaml, bilstm): rc $? after ${SECONDS}s"
-LEFT=$((BUDGET - SECONDS - 30))
+if [ "${MAML_ONLY:-0}" != 1 ]; then  # MAML_ONLY=1: phase 2 alone (scripts/gpu/paper_and_pdmer.sh)
+  timeout -k 10 $P1 "$PY" -m common.pipeline.train -m "${COMMON[@]}" model.arch=dsaml,bilstm > "$R/train_dmer.log" 2>&1
+  echo "phase 1 (dsaml, bilstm): rc $? after ${SECONDS}s"
+fi
+TEST_PAD=${TEST_PAD:-90}  # start-up, the test and its personalisation (~80 s a run in session 15)
+LEFT=$((BUDGET - SECONDS - TEST_PAD))
 if [ "$LEFT" -ge 40 ]; then
   hms=$(printf '00:00:%02d:%02d' $((LEFT / 60)) $((LEFT % 60)))
-  timeout -k 10 $((LEFT + 30)) "$PY" -m common.pipeline.train "${COMMON[@]}" module.maml=true module.first_order=true \
+  timeout -k 10 $((LEFT + TEST_PAD)) "$PY" -m common.pipeline.train "${COMMON[@]}" module.maml=true module.first_order=true \
     "+trainer.max_time=$hms" > "$R/train_maml.log" 2>&1
   echo "phase 2 (maml, ${LEFT}s): rc $? after ${SECONDS}s"
 fi

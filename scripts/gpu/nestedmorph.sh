@@ -37,6 +37,7 @@ hms() { printf '00:00:%02d:%02d' $(($1 / 60)) $(($1 % 60)); }
 RUNS=("nestedmorph model.arch=nestedmorph" "voxelmorph model.arch=voxelmorph")
 # FP32=1: a third process, NestedMorph in fp32 (trainer.precision=32), to tell bf16's share of the GPU's lead per step
 [ "${FP32:-0}" = 1 ] && RUNS+=("nestedmorph_fp32 model.arch=nestedmorph ++trainer.precision=32")
+[ "${PAPER_ONLY:-0}" = 1 ] && RUNS=()  # phase 2 alone (scripts/gpu/paper_and_pdmer.sh)
 for run in "${RUNS[@]}"; do
   read -r name overrides <<< "$run"
   timeout -k 10 $((T + PAD)) "$PY" -m common.pipeline.train "${COMMON[@]}" $overrides "+trainer.max_time=$(hms $T)" "paths.runs_dir=$W/runs/$name" \
@@ -58,6 +59,8 @@ from pathlib import Path
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
 summary = {}
 keys = ("dice", "ssim", "hd95", "sdlogj", "folding")
+for curve in runs.rglob("metrics.csv"):  # val Dice by epoch, also of a run killed before its test
+    shutil.copy(curve, out / f"curve_{curve.relative_to(runs).parts[0]}.csv")
 for path in sorted(runs.rglob("metrics.json")):
     m = json.loads(path.read_text())
     name = path.relative_to(runs).parts[0]  # nestedmorph | voxelmorph | nestedmorph_fp32 (32^3) | paper (64^3)

@@ -5,17 +5,21 @@ CUDA graphs), in one process.
     python -m benchmarks.app_steps --app nestedmorph --overrides experiment=nestedmorph_paper trainer.precision=32
     python -m benchmarks.app_steps --app risurconv --compile no      # eager only
     python -m benchmarks.app_steps --app lina_speech --pack-frames 4096 --overrides ...   # 4k-frame sequences
+    python -m benchmarks.app_steps --app biformer --cached-batches 4 --overrides ...      # the loader out of the steps
 
 The config is `configs/train.yaml` composed for the app with `trainer=gpu` (or `--trainer`) and the overrides;
 validation, checkpoints and loggers are off. `--warmup` batches run untimed (compilation happens there), then
 `--steps` batches are timed between two CUDA synchronisations: samples/s (the batch's first dimension, as the
 pipeline's own throughput callback counts it), peak memory and graph breaks. The data loader is inside the timed
-steps, as in training. Rows are appended to <out>/app_steps.json and .md (default benchmarks/results/<card>/).
+steps, as in training, unless `--cached-batches N`: then N batches are drawn once and replayed, so that a
+host-bound loader (224 px JPEG decoding) does not hide the model's step. Rows are appended to
+<out>/app_steps.json and .md (default benchmarks/results/<card>/).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -79,9 +83,35 @@ def dynamo_counts() -> dict:
     return {"graph_breaks": sum(counters["graph_break"].values()), "graphs": counters["stats"]["unique_graphs"]}
 
 
-def measure(app: str, overrides: list[str], trainer: str, compiled, steps: int, warmup: int, pack: int = 0) -> dict:
+def replay_train_batches(datamodule, count: int, total: int) -> None:
+    """Draw `count` training batches once; the datamodule's training loader then replays them, `total` in all."""
+    datamodule.setup("fit")
+    batches = list(itertools.islice(datamodule.train_dataloader(), count))
+    if not batches:
+        raise ValueError("the training loader yields no batch")
+    replay = _Replay([batches[i % len(batches)] for i in range(total)])
+    datamodule.train_dataloader = lambda: replay
+
+
+class _Replay:
+    """An iterable of batches (Lightning reads a plain list as a list of loaders)."""
+
+    def __init__(self, batches: list):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def measure(
+    app: str, overrides: list[str], trainer: str, compiled, steps: int, warmup: int, pack: int = 0, cached: int = 0
+) -> dict:
     """One row; `compiled` is the config's `compile` (False, True or a mode), `pack` > 0 packs the training
-    utterances into sequences of that many frames (benchmarks/packing.py)."""
+    utterances into sequences of that many frames (benchmarks/packing.py), `cached` > 0 replays that many
+    batches drawn once."""
     mode = str(compiled).lower() if isinstance(compiled, bool) else compiled
     fixed = [f"app={app}", f"trainer={trainer}", f"compile={mode}", f"paths.root_dir={os.getcwd()}"]
     run = ["+trainer.limit_val_batches=0", f"+trainer.max_steps={steps + warmup}", "trainer.max_epochs=-1"]
@@ -91,6 +121,8 @@ def measure(app: str, overrides: list[str], trainer: str, compiled, steps: int, 
     datamodule = build_datamodule(cfg)
     if pack:
         pack_train_split(datamodule, pack)
+    if cached:
+        replay_train_batches(datamodule, cached, steps + warmup)
     model = build_model(cfg.model)
     params = sum(p.numel() for p in model.parameters())
     module = build_module(cfg, model)
@@ -120,6 +152,7 @@ def main(argv: list[str] = ()) -> None:
     parser.add_argument("--trainer", default="gpu", help="the trainer config (cpu for a check without a GPU)")
     parser.add_argument("--compile", choices=tuple(MODES), default="both", help="all: eager, reduce-overhead, true")
     parser.add_argument("--pack-frames", type=int, default=0, help="train on utterances packed to this many frames")
+    parser.add_argument("--cached-batches", type=int, default=0, help="replay this many batches drawn once")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--out", type=Path, help="folder of app_steps.json/.md (default benchmarks/results/<card>)")
@@ -128,10 +161,20 @@ def main(argv: list[str] = ()) -> None:
     device = info["device_name"].lower()
     out = args.out or RESULTS / next((c for c in ("h100", "h200") if c in device), device.replace(" ", "_"))
     overrides = " ".join(args.overrides) + (f" (packed to {args.pack_frames} frames)" if args.pack_frames else "")
+    overrides += f" ({args.cached_batches} cached batches)" if args.cached_batches else ""
     for compiled in MODES[args.compile]:
         row = {"app": args.app, "overrides": overrides.strip(), "compiled": compiled, "steps": args.steps}
         try:
-            row |= measure(args.app, args.overrides, args.trainer, compiled, args.steps, args.warmup, args.pack_frames)
+            row |= measure(
+                args.app,
+                args.overrides,
+                args.trainer,
+                compiled,
+                args.steps,
+                args.warmup,
+                args.pack_frames,
+                args.cached_batches,
+            )
         except Exception as exc:  # noqa: BLE001 - a failed compile or OOM is a result too: record it, go on
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         print(json.dumps(row), flush=True)

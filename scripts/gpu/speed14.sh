@@ -4,7 +4,8 @@
 # Rows go to $OUT/bench/app_steps.{json,md} as they finish; a compact summary is printed at the end. Phases, by
 # value (rows never measured first), each under its own timeout and all under one deadline (BUDGET, default 295 s):
 #   1. biformer (variant tiny, 224 px, batch 64, bf16-mixed, experiment=biformer_paper; RandAugment and erasing
-#      off: the loader would time the host) on random 224 px JPEGs made here: eager, reduce-overhead, compile=true
+#      off) on random 224 px JPEGs made here, 4 batches drawn once and replayed (session 15 on an H200: the JPEG
+#      loader alone held the step to 553 img/s): eager, reduce-overhead, compile=true
 #   2. lina_speech (experiment=lina_speech_gpu's GLA decoder, d512) on 4,096-frame sequences packed from the
 #      carried token table (batch 8): eager, compile=true (which compiles the training path `model.logits`, the
 #      model's TRAINING_METHOD, besides the one-step decoder `forward`)
@@ -61,7 +62,7 @@ step() {  # $1: cap in s (cut to what the deadline leaves; KILL 10 s after: Ligh
   timeout -k 10 "$cap" "$PY" -m benchmarks.app_steps --out "$R" "$@" > "$R/$2_$SECONDS.log" 2>&1
   echo "rc $?"; grep -h '^{' "$R/$2"_*.log | sed 's/"overrides": "[^"]*", //' | cut -c1-300
 }
-step 150 --app biformer --compile all "${STEPS[@]}" --overrides "${BF[@]}"
+step 150 --app biformer --compile all --cached-batches 4 "${STEPS[@]}" --overrides "${BF[@]}"
 step 80 --app lina_speech --pack-frames $PACK "${STEPS[@]}" --overrides "${LS[@]}"
 step 80 --app nestedmorph "${NM_STEPS[@]}" --overrides "${NM[@]}"
 step 60 --app risurconv "${STEPS[@]}" --overrides "${RS[@]}"

@@ -1,4 +1,5 @@
-"""app_steps' bookkeeping: the compile modes it measures and the packed long sequences (lina_speech at 4k frames)."""
+"""app_steps' bookkeeping: the compile modes it measures, the packed long sequences (lina_speech at 4k frames) and
+the replayed batches."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.app_steps import MODES, dynamo_counts
+from benchmarks.app_steps import MODES, dynamo_counts, replay_train_batches
 from benchmarks.packing import pack
 
 
@@ -56,3 +57,22 @@ def test_dynamo_counts_sees_a_graph_break_and_a_new_shape():
     g(torch.ones(3, dtype=torch.int64))  # a new dtype: both parts recompile
     assert dynamo_counts() == {"graph_breaks": 2, "graphs": 4}
     torch._dynamo.reset()
+
+
+def test_replayed_batches_are_drawn_once_and_repeated_in_order():
+    class Data:
+        drawn = 0
+
+        def setup(self, stage):
+            self.stage = stage
+
+        def train_dataloader(self):
+            for i in range(10):
+                Data.drawn += 1
+                yield torch.full((2,), i)
+
+    data = Data()
+    replay_train_batches(data, 3, 7)
+    assert data.stage == "fit" and Data.drawn == 3  # the loader ran for 3 batches only
+    assert [int(b[0]) for b in data.train_dataloader()] == [0, 1, 2, 0, 1, 2, 0]
+    assert Data.drawn == 3

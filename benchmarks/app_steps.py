@@ -162,19 +162,11 @@ def main(argv: list[str] = ()) -> None:
     out = args.out or RESULTS / next((c for c in ("h100", "h200") if c in device), device.replace(" ", "_"))
     overrides = " ".join(args.overrides) + (f" (packed to {args.pack_frames} frames)" if args.pack_frames else "")
     overrides += f" ({args.cached_batches} cached batches)" if args.cached_batches else ""
+    data = {"pack": args.pack_frames, "cached": args.cached_batches}
     for compiled in MODES[args.compile]:
         row = {"app": args.app, "overrides": overrides.strip(), "compiled": compiled, "steps": args.steps}
         try:
-            row |= measure(
-                args.app,
-                args.overrides,
-                args.trainer,
-                compiled,
-                args.steps,
-                args.warmup,
-                args.pack_frames,
-                args.cached_batches,
-            )
+            row |= measure(args.app, args.overrides, args.trainer, compiled, args.steps, args.warmup, **data)
         except Exception as exc:  # noqa: BLE001 - a failed compile or OOM is a result too: record it, go on
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         print(json.dumps(row), flush=True)

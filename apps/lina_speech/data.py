@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from apps.lina_speech.buckets import LengthBuckets
-from apps.lina_speech.table import SPLITS, TokenTable, Utterance, read_table, read_token_folder
+from apps.lina_speech.table import SPLITS, TokenTable, Utterance, read_table, read_token_folder, use_phonemes
 from apps.lina_speech.tokens import BOS, NUM_SPECIALS, collate_codes, pad_batch
 from common.audio.codec_tokens import INFO
+from common.audio.phonemes import TEXT_UNITS
 from common.data.cards import DataCardMixin
 from common.data.loaders import SplitDataLoaders
 from common.errors import ConfigError, DatasetError, check_choice, check_range
@@ -47,6 +48,8 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         codec_corpus: options of another corpus to train the codec on (None: this corpus); `{}` keeps the
             default corpus's codec for a larger corpus (embedded.py).
         max_frames: longer utterances are left out of every split (the paper crops at its context length).
+        text_units: "chars" (the table's own text ids) or "phonemes" (espeak-ng's, cached beside the table:
+            `table.use_phonemes`).
         batch_size, num_workers: the loaders'.
     """
 
@@ -62,11 +65,13 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         codec: dict | None = None,
         codec_corpus: dict | None = None,
         max_frames: int = 600,
+        text_units: str = "chars",
         batch_size: int = 16,
         num_workers: int = 0,
     ):
         super().__init__()
         check_choice("source", source, SOURCES)
+        check_choice("text_units", text_units, TEXT_UNITS)
         check_range("max_frames", max_frames, 1)
         check_range("batch_size", batch_size, 1)
         check_range("num_workers", num_workers, 0)
@@ -75,6 +80,7 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         self.source, self.root, self.corpus_root, self.data_dir = source, root, corpus_root, Path(data_dir)
         self.corpus_options, self.codec_options = dict(corpus or {}), dict(codec or {})
         self.codec_corpus = None if codec_corpus is None else dict(codec_corpus)
+        self.text_units = text_units
         self.max_frames, self.batch_size, self.num_workers = int(max_frames), int(batch_size), int(num_workers)
         self.table: TokenTable | None = None
 
@@ -112,6 +118,8 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
         else:
             table = read_table(folder, card=self.card)
         table.utterances = [u for u in table.utterances if 0 < u.codes.shape[0] <= self.max_frames]
+        if self.text_units == "phonemes":
+            use_phonemes(table, folder, self.card)
         for split in ("train", "val"):
             if not table.split(split):
                 raise DatasetError(
@@ -128,6 +136,7 @@ class LinaSpeechDataModule(DataCardMixin, SplitDataLoaders, L.LightningDataModul
     def model_kwargs(self) -> dict:
         meta = self._ready().meta
         kwargs = {k: meta[k] for k in ("n_q", "codebook_size", "text_vocab")} | {"codec_dir": None, "codec": None}
+        kwargs["text_units"] = self.text_units
         kwargs["frames_per_token"] = self.frames_per_token()
         codec = self.codec_dir()
         if codec is not None:  # the embedded codec: the model carries its weights (see LinaSpeech's `codec`)

@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     model = load(args.export)
     if not (args.tokens or model.codec_dir):
         raise ConfigError("--tokens", None, "the token table folder (the model was not trained on the embedded one)")
-    dm = LinaSpeechDataModule(source="tokens", root=str(args.tokens or tokens_of(model.codec_dir)))
+    dm = LinaSpeechDataModule(
+        source="tokens", root=str(args.tokens or tokens_of(model.codec_dir)), text_units=model.text_units
+    )
     dm.setup("fit")
     utterances = dm.utterances("ist_train", args.voice)
     if not utterances:

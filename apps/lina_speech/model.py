@@ -24,6 +24,7 @@ from torch import nn
 from apps.lina_speech.layers import BlindCrossAttention, MixingBlock, TextEncoder
 from apps.lina_speech.tokens import BOS, NUM_SPECIALS, PAD, STOP
 from common.attention.gla import GatedLinearAttention
+from common.audio.phonemes import TEXT_UNITS
 from common.errors import check_choice, check_range
 
 ARCHS = ("gla", "transformer")
@@ -50,6 +51,8 @@ class LinaSpeech(nn.Module):
         codec: that codec's constructor options (`common.audio.codec.Codec`, its `codec.json`), or None (a user's
             codec). Given, the codec is a frozen submodule: `load_codec_weights` copies it in before training,
             and its weights then travel in the state dict (checkpoint, export), so predict needs no data folder.
+        text_units: what the text ids are: "chars" of normalised text, or "phonemes" of espeak-ng
+            (`common.audio.phonemes.text_ids`); the data fills it.
     """
 
     TRAINING_METHOD = "logits"  # what compile=true compiles besides forward (the export's one-step decoder)
@@ -76,9 +79,11 @@ class LinaSpeech(nn.Module):
         frames_per_token: tuple[float, float] | None = None,
         codec_dir: str | None = None,
         codec: dict | None = None,
+        text_units: str = "chars",
     ):
         super().__init__()
         check_choice("arch", arch, ARCHS)
+        check_choice("text_units", text_units, TEXT_UNITS)
         for key, value in (("n_q", n_q), ("codebook_size", codebook_size), ("n_layer", n_layer), ("top_k", top_k)):
             check_range(key, value, 1)
         check_range("temperature", temperature, 0.0, low_inclusive=False)
@@ -86,7 +91,7 @@ class LinaSpeech(nn.Module):
         self.n_q, self.codebook_size, self.vocab = n_q, codebook_size, codebook_size + NUM_SPECIALS
         self.text_vocab, self.arch, self.n_layer = text_vocab, arch, n_layer
         self.top_k, self.temperature, self.max_frames = top_k, temperature, max_frames
-        self.codec_dir = codec_dir
+        self.codec_dir, self.text_units = codec_dir, text_units
         self.frames_per_token = tuple(frames_per_token) if frames_per_token else None
         mixer = "gla" if arch == "gla" else "softmax"
 

@@ -20,7 +20,8 @@ import torch
 from apps.lina_speech.ist import load_voice
 from apps.lina_speech.model import LinaSpeech
 from common.audio.io import write_wav
-from common.audio.text import CharTokenizer, normalize
+from common.audio.phonemes import text_ids
+from common.audio.text import normalize
 from common.errors import ConfigError, InputError
 
 MAX_CHARS = 400
@@ -61,7 +62,7 @@ def load_model_codec(model: LinaSpeech):
 def synthesize(model: LinaSpeech, text: str, codec, voice=None, generator=None) -> tuple[np.ndarray, torch.Tensor]:
     """Normalised text -> (wave [T] float32 at codec.sample_rate, codes [frames, n_q])."""
     device = next(model.parameters()).device
-    ids = torch.tensor([CharTokenizer().encode(text)], device=device)
+    ids = torch.tensor([text_ids(text, model.text_units)], device=device)
     codes = model.generate(ids, voice=voice, generator=generator)[0]
     if codes.shape[0] == 0:
         return np.zeros(0, dtype=np.float32), codes

@@ -28,7 +28,6 @@ from apps.lina_speech.data import LinaSpeechDataModule
 from apps.lina_speech.ist import tune_voice
 from apps.lina_speech.model import LinaSpeech
 from apps.lina_speech.tokens import BOS, pad_batch
-from common.audio.text import CharTokenizer
 
 
 def load_checkpoint_model(ckpt: str | Path) -> LinaSpeech:
@@ -42,13 +41,13 @@ def load_checkpoint_model(ckpt: str | Path) -> LinaSpeech:
     return model.eval()
 
 
-def generate_texts(model: LinaSpeech, texts: list[str], voice=None, seed: int = 0, batch_size: int = 32, guard=True):
-    """Codes [frames, n_q] (numpy int16) for each text, generated in batches on the model's device."""
-    device = next(model.parameters()).device
-    tokenizer, out = CharTokenizer(), []
+def generate_texts(model: LinaSpeech, texts: list[torch.Tensor], voice=None, seed=0, batch_size=32, guard=True):
+    """Codes [frames, n_q] (numpy int16) for each text (its ids, as the table holds them: the model's text
+    units, so no phonemizer is needed here), generated in batches on the model's device."""
+    device, out = next(model.parameters()).device, []
     generator = torch.Generator(device).manual_seed(seed)
     for i in range(0, len(texts), batch_size):
-        ids = pad_batch([torch.tensor(tokenizer.encode(t)) for t in texts[i : i + batch_size]], 0).to(device)
+        ids = pad_batch(texts[i : i + batch_size], 0).to(device)
         out += [
             c.cpu().numpy().astype(np.int16) for c in model.generate(ids, voice=voice, generator=generator, guard=guard)
         ]
@@ -73,21 +72,22 @@ def reads_text(model: LinaSpeech, dm: LinaSpeechDataModule, split: str = "test")
 def speak_sets(model, dm: LinaSpeechDataModule, sentences: int, voice: str, ist_steps: int, seed: int = 0):
     """{set name: [(id, text, voice, codes)]} and the IST record (see the module docstring)."""
     sets, info = {}, reads_text(model, dm)
-    test = sorted({u.text for u in dm.utterances("test")})[:sentences]
+    ids = {u.text: u.text_ids for u in dm.utterances("test")}
+    test = sorted(ids)[:sentences]
     start = time.perf_counter()
-    sets["test"] = [(f"test{i}", t, None, c) for i, (t, c) in enumerate(zip(test, generate_texts(model, test)))]
+    codes = generate_texts(model, [ids[t] for t in test])
+    sets["test"] = [(f"test{i}", t, None, c) for i, (t, c) in enumerate(zip(test, codes))]
     info["test_seconds"] = time.perf_counter() - start
-    free = generate_texts(model, test, guard=False)
+    free = generate_texts(model, [ids[t] for t in test], guard=False)
     sets["test_free"] = [(f"test{i}", t, None, c) for i, (t, c) in enumerate(zip(test, free))]
     refs = dm.utterances("ist_test", voice)[:sentences]
-    texts = [u.text for u in refs]
     start = time.perf_counter()
     tune = dm.loader(dm.utterances("ist_train", voice), shuffle=True, batch_size=2)
     tuned, losses = tune_voice(model, tune, ist_steps, seed=seed)
     info |= {"voice": voice, "ist_steps": ist_steps, "ist_seconds": time.perf_counter() - start}
     info["ist_loss"] = [losses[0], losses[-1]] if losses else []
     for name, states in (("ist_untuned", None), ("ist_tuned", tuned)):
-        codes = generate_texts(model, texts, states, seed)
+        codes = generate_texts(model, [u.text_ids for u in refs], states, seed)
         sets[name] = [(u.id, u.text, voice, c) for u, c in zip(refs, codes)]
     return sets, info, tuned
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
 
         model = load(args.export)
     model.to(args.device)
-    dm = LinaSpeechDataModule(source="tokens", root=args.tokens)
+    dm = LinaSpeechDataModule(source="tokens", root=args.tokens, text_units=model.text_units)
     dm.setup("fit")
     model.frames_per_token = model.frames_per_token or tuple(dm.frames_per_token())  # a model trained before it
     voice = args.voice or dm.table.voices("ist_train")[0]

@@ -13,6 +13,7 @@ utterance), with the texts, voices and splits of the speech corpus it encodes (i
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,11 @@ import numpy as np
 import torch
 
 from common.audio.codec_tokens import read_token_info, read_tokens
+from common.audio.phonemes import PhonemeTokenizer, phonemize
 from common.audio.speech import read_corpus_info, read_manifest
 from common.audio.text import CharTokenizer
 from common.errors import DatasetError
+from common.utils.files import write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test", "ist_train", "ist_val", "ist_test")
@@ -32,6 +35,7 @@ EXPECTED = (
     "a token table folder: table.json (version, n_q, codebook_size, frame_rate, sample_rate, text_vocab, "
     "utterances with id, voice, sentence, split, text, text_ids, frames) and codes.npy [sum frames, n_q] int"
 )
+PHONEMES = "phonemes.json"  # beside table.json: {normalised text: its phonemes}, written by `use_phonemes`
 
 
 @dataclass
@@ -127,3 +131,30 @@ def read_token_folder(folder: Path, corpus_dir: Path) -> TokenTable:
     meta = {"n_q": info.n_q, "codebook_size": info.codebook_size, "frame_rate": info.frame_rate}
     meta |= {"sample_rate": read_corpus_info(corpus_dir)["sample_rate"], "text_vocab": tokenizer.vocab_size}
     return TokenTable(meta, utterances)
+
+
+def use_phonemes(table: TokenTable, folder: Path, card: str) -> None:
+    """Every utterance's text ids as phonemes (`common.audio.phonemes`), in place. The phonemes of a text come from
+    `folder/phonemes.json` where it holds them (a GPU machine has no espeak-ng: the file travels with the table),
+    else from espeak-ng, and are then written there (skipped for a read-only folder)."""
+    path, expected = folder / PHONEMES, "a JSON object {normalised text: espeak-ng phonemes}, written by the app"
+    known = {}
+    if path.is_file():
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DatasetError(path, expected, card=card, problem=f"unreadable ({type(e).__name__})") from None
+        if not isinstance(known, dict) or not all(isinstance(v, str) for v in known.values()):
+            raise DatasetError(path, expected, card=card, problem="not an object of strings")
+    missing = sorted({u.text for u in table.utterances} - known.keys())
+    if missing:
+        known |= dict(zip(missing, phonemize(missing)))
+        with contextlib.suppress(OSError):  # a read-only table folder: phonemized again next time
+            write_json(path, known)
+    tokenizer = PhonemeTokenizer()
+    for u in table.utterances:
+        try:
+            u.text_ids = torch.tensor(tokenizer.encode(known[u.text]))
+        except ValueError as e:
+            raise DatasetError(path, expected, card=card, problem=f"the phonemes of {u.text!r}: {e}") from None
+    table.meta["text_vocab"] = tokenizer.vocab_size

@@ -15,6 +15,8 @@
 #      -> speech.json + speech.npz + voice.safetensors
 #   3. optional (LINA_THROUGHPUT_S > 0, measured in session 12): throughput GLA recurrent vs softmax KV cache
 #   4. optional (LINA_TRANSFORMER_S > 0): the softmax baseline trained for that many seconds, same recipe
+# LINA_ARGS: more overrides for phase 1, e.g. "data.text_units=phonemes" (its phonemes.json travels in the table
+# folder: made here by one `setup` of the data module with text_units=phonemes; the device has no espeak-ng).
 # Back: $OUT/lina/summary.json (compact) and $OUT/lina/lina.tar.gz (everything small; no checkpoints): 2 files.
 # CPU check: TINY=1 OUT=/tmp/x PY=.venv/bin/python bash scripts/gpu/lina.sh
 set -u
@@ -61,7 +63,8 @@ train() {  # $1 name, $2 seconds, $3 seconds kept for what follows, rest: overri
   CKPT=$run/checkpoints/best.ckpt
 }
 
-train gla "$TRAIN_S" 170  # 170 s kept: speak (113 s on the H100 in session 12, + ~12 s of test_free) and packing
+# shellcheck disable=SC2086
+train gla "$TRAIN_S" 170 ${LINA_ARGS:-}  # 170 s kept: speak (113 s on the H100 in session 12, + ~12 s of test_free) and packing
 timeout -k 10 "$(budget $((160 * SLOW)) $((10 * SLOW)))" "$PY" -m apps.lina_speech.speak --ckpt "$CKPT" --tokens "$TOK" \
   --out "$W/res/speech" --device $DEV --sentences $SENT --ist-steps "$IST_STEPS" --voice "${LINA_VOICE:-flite:rms}" \
   > "$W/res/speak.log" 2>&1

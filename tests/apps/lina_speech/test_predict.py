@@ -8,6 +8,7 @@ import torch
 import apps.lina_speech.predict as predict_module
 from apps.lina_speech.predict import MAX_CHARS, predict, read_text
 from common.audio.io import load_audio
+from common.audio.phonemes import PhonemeTokenizer, text_ids
 from common.audio.text import CharTokenizer
 from common.errors import InputError
 from tests.apps.lina_speech.conftest import CODEBOOK, N_Q, tiny
@@ -49,3 +50,12 @@ def test_predict_writes_speech_and_spectrogram(tmp_path, monkeypatch):
     wave = load_audio(written["wav"], ToneCodec.sample_rate)
     assert len(wave) == len(codes) * ToneCodec.hop
     assert written["spectrogram"].stat().st_size > 1000
+
+
+def test_a_phoneme_model_is_given_the_phonemes_of_the_text(tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_module, "load_model_codec", lambda model: ToneCodec())
+    model = tiny(text_vocab=PhonemeTokenizer().vocab_size, text_units="phonemes").float()
+    seen, generate = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda ids, **kw: seen.append(ids) or generate(ids, **kw))
+    predict(model, "Knight, one.", tmp_path / "out", spec={})
+    assert seen[0][0].tolist() == text_ids("knight, one.", "phonemes") == text_ids("night, one.", "phonemes")

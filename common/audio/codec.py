@@ -21,6 +21,8 @@ sounds phasey but keeps the spectral envelope an ASR listens to; the codec card 
 
 from __future__ import annotations
 
+import math
+
 import librosa
 import torch
 import torch.nn.functional as F
@@ -174,6 +176,12 @@ class Codec(nn.Module):
     def log_mel(self, magnitude: torch.Tensor) -> torch.Tensor:
         return (self.mel_basis @ magnitude).clamp(min=LOG_FLOOR).log()
 
+    def magnitude(self, log_magnitude: torch.Tensor) -> torch.Tensor:
+        """exp of a predicted log-magnitude, capped at the largest STFT magnitude of a wave in [-1, 1] (the
+        window's sum): an early training step can predict values whose exp overflows to inf, and the mel of inf
+        is NaN."""
+        return log_magnitude.clamp(max=math.log(float(self.window.sum()))).exp()
+
     def as_batch(self, wave) -> torch.Tensor:
         wave = torch.as_tensor(wave, dtype=torch.float32, device=self.mel_basis.device)
         return wave[None] if wave.dim() == 1 else wave
@@ -213,7 +221,7 @@ class Codec(nn.Module):
     @torch.no_grad()
     def spectrum_to_wave(self, log_magnitude: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """Fast Griffin-Lim: the wave whose STFT magnitude is closest to exp(log_magnitude) [B, n_bins, F]."""
-        magnitude = log_magnitude.exp()
+        magnitude = self.magnitude(log_magnitude)
         generator = torch.Generator(device=magnitude.device).manual_seed(seed)
         angles = torch.exp(2j * torch.pi * torch.rand(magnitude.shape, generator=generator, device=magnitude.device))
         length = (magnitude.shape[-1] - 1) * self.hop_length

@@ -41,7 +41,7 @@ COMMITMENT = 0.25
 def codec_loss(codec: Codec, wave: torch.Tensor, n_used: int | None = None):
     predicted, target, commitment = codec.reconstruct(wave, n_used)
     spectral = F.l1_loss(predicted, target)
-    mel = F.l1_loss(codec.log_mel(predicted.exp()), codec.log_mel(target.exp()))
+    mel = F.l1_loss(codec.log_mel(codec.magnitude(predicted)), codec.log_mel(target.exp()))
     return spectral + mel + COMMITMENT * commitment, {"spectral": spectral, "mel": mel, "commitment": commitment}
 
 
@@ -99,6 +99,8 @@ def train_codec(
     for step in range(steps):
         n_used = int(rng.integers(1, codec.n_q + 1)) if rng.random() < 0.5 else None
         loss, parts = codec_loss(codec, _crops(waves, batch_size, length, rng).to(device), n_used)
+        if not torch.isfinite(loss):  # never save a codec of NaN weights (every token table would inherit it)
+            raise RuntimeError(f"codec training diverged at step {step + 1} of {steps} (loss {float(loss)}): lower lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)

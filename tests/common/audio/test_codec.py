@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.audio import codec_train
 from common.audio.codec import Codec
 from common.audio.codec_eval import DB, log_mel_distance, mean_spectrum_baseline
 from common.audio.codec_train import CONFIG, load_codec, train_codec
@@ -87,3 +88,18 @@ def test_save_load_round_trip_and_named_errors(trained, tmp_path):
     (tmp_path / CONFIG).write_text(json.dumps(config))
     with pytest.raises(WeightsError, match="encoder.0.weight"):
         load_codec(tmp_path)
+
+
+def test_predicted_magnitudes_are_capped_where_exp_would_overflow():
+    codec = Codec(**SMALL)
+    cap = float(codec.window.sum())  # the largest STFT magnitude of a wave in [-1, 1]
+    log_magnitude = torch.tensor([[[0.0, 200.0]]])  # exp(200) is inf in float32, and its mel NaN
+    assert torch.allclose(codec.magnitude(log_magnitude), torch.tensor([[[1.0, cap]]]))
+    assert torch.isfinite(codec.log_mel(codec.magnitude(torch.full((1, codec.n_fft // 2 + 1, 2), 200.0)))).all()
+
+
+def test_diverged_training_stops_before_saving(corpus, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(codec_train, "codec_loss", lambda *a: (torch.tensor(float("nan")), {}))
+    with pytest.raises(RuntimeError, match="diverged at step 1"):
+        train_codec(corpus, tmp_path / "codec", steps=2, max_utterances=4, **SMALL)
+    assert not (tmp_path / "codec").exists()

@@ -9,8 +9,8 @@ API:
 
 Why phonemes: English spelling maps to sound irregularly, and a small corpus (a few thousand sentences) holds too
 few words for a model to learn that map while it learns to align text and audio; espeak-ng knows it. The
-official Lina-Speech reads a 256-entry BPE of the text (learnt from 100B tokens), so phonemes are an option here
-(`data.text_units=phonemes`), not the default. Punctuation is kept as distinct marks because espeak-ng's output
+official Lina-Speech reads a 256-entry BPE of the text (learnt from 100B tokens); lina_speech reads phonemes by
+default (`data.text_units`; its README, "Session 16", has the measurements). Punctuation is kept as distinct marks because espeak-ng's output
 uses `,` (secondary stress), `?` and `!` itself and drops the text's punctuation.
 """
 

@@ -8,10 +8,10 @@ API:
   after the 3 specials of `common.audio.text` (the space is id 3, as for `CharTokenizer`).
 
 Why phonemes: English spelling maps to sound irregularly, and a small corpus (a few thousand sentences) holds too
-few words for a model to learn that map while it learns to align text and audio; espeak-ng knows it. The
-official Lina-Speech reads a 256-entry BPE of the text (learnt from 100B tokens); lina_speech reads phonemes by
-default (`data.text_units`; its README, "Session 16", has the measurements). Punctuation is kept as distinct marks because espeak-ng's output
-uses `,` (secondary stress), `?` and `!` itself and drops the text's punctuation.
+few words for a model to learn that map while it learns to align text and audio; espeak-ng knows it. The official
+Lina-Speech reads a 256-entry BPE of the text (learnt from 100B tokens); lina_speech reads phonemes by default
+(`data.text_units`; its README, "Session 16", has the measurements). Punctuation is kept as distinct marks because
+espeak-ng's output uses `,` (secondary stress), `?` and `!` itself and drops the text's punctuation.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import string
 import subprocess
 
 from common.audio.text import CharTokenizer
+from common.errors import ManyheadsError
 
 PAUSES = {",": "|", ".": ".", "?": "[", "!": "]"}  # the text's punctuation -> marks espeak-ng -x never writes
 ALPHABET = " " + "".join(c for c in string.printable if c not in string.whitespace)
@@ -31,7 +32,7 @@ CLAUSE = re.compile(r"([,.?!])")
 def espeak_binary() -> str:
     path = shutil.which("espeak-ng")
     if path is None:
-        raise RuntimeError("phonemes need espeak-ng on PATH (Debian: apt install espeak-ng; `make setup` installs it)")
+        raise ManyheadsError("phonemes need espeak-ng on PATH (Debian: apt install espeak-ng; `make setup` has it)")
     return path
 
 

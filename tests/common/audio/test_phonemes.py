@@ -8,6 +8,7 @@ import pytest
 from common.audio import phonemes
 from common.audio.phonemes import PAUSES, PhonemeTokenizer, phonemize, text_ids
 from common.audio.text import BOS, EOS, CharTokenizer
+from common.errors import ManyheadsError
 
 
 def test_homophones_share_phonemes_and_spelling_does_not_decide():
@@ -36,5 +37,5 @@ def test_ids_have_the_specials_and_the_space_of_the_char_tokenizer():
 
 def test_missing_espeak_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(phonemes.shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match="espeak-ng"):
+    with pytest.raises(ManyheadsError, match="espeak-ng"):  # the commands print it as one line, no trace
         phonemize(["hello"])

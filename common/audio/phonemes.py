@@ -53,10 +53,8 @@ def phonemize(texts: list[str], voice: str = "en-us") -> list[str]:
     said = _espeak(clauses, voice) if clauses else []
     if len(said) != len(clauses):  # espeak-ng split a clause after all: one process per clause, lines joined
         said = [" ".join(_espeak([c], voice)) for c in clauses]
-    said_iter, out = iter(said), []
-    for ps in parts:
-        out.append(" ".join(PAUSES[p] if p in PAUSES else next(said_iter) for p in ps))
-    return out
+    said_iter = iter(said)
+    return [" ".join(PAUSES[p] if p in PAUSES else next(said_iter) for p in ps) for ps in parts]
 
 
 class PhonemeTokenizer(CharTokenizer):

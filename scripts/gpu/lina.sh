@@ -15,8 +15,9 @@
 #      -> speech.json + speech.npz + voice.safetensors
 #   3. optional (LINA_THROUGHPUT_S > 0, measured in session 12): throughput GLA recurrent vs softmax KV cache
 #   4. optional (LINA_TRANSFORMER_S > 0): the softmax baseline trained for that many seconds, same recipe
-# LINA_ARGS: more overrides for phase 1, e.g. "data.text_units=phonemes" (its phonemes.json travels in the table
-# folder: made here by one `setup` of the data module with text_units=phonemes; the device has no espeak-ng).
+# LINA_ARGS: more overrides for phase 1, e.g. "data.text_units=chars". The default phonemes come from the table
+# folder's phonemes.json (made here by one `setup` of the data module with text_units=phonemes; the device has no
+# espeak-ng).
 # Back: $OUT/lina/summary.json (compact) and $OUT/lina/lina.tar.gz (everything small; no checkpoints): 2 files.
 # CPU check: TINY=1 OUT=/tmp/x PY=.venv/bin/python bash scripts/gpu/lina.sh
 set -u
